@@ -1,0 +1,41 @@
+"""policycompile: torch.compile settings for whole codebases, from one checked-in YAML policy."""
+
+from ._api import explain as explain
+from ._api import load as load
+from ._errors import PolicyConflictError as PolicyConflictError
+from ._errors import PolicyError as PolicyError
+from ._errors import PolicyExtendsError as PolicyExtendsError
+from ._errors import PolicyFileError as PolicyFileError
+from ._errors import PolicyOptionError as PolicyOptionError
+from ._errors import PolicyPatternError as PolicyPatternError
+from ._errors import PolicyProfileError as PolicyProfileError
+from ._errors import PolicySchemaError as PolicySchemaError
+from ._errors import PolicyStateError as PolicyStateError
+from ._errors import PolicySyntaxError as PolicySyntaxError
+from ._errors import PolicyTargetError as PolicyTargetError
+from ._errors import Position as Position
+from ._policy import Policy as Policy
+from ._tree import Explanation as Explanation
+from ._tree import Resolution as Resolution
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Explanation",
+    "Policy",
+    "PolicyConflictError",
+    "PolicyError",
+    "PolicyExtendsError",
+    "PolicyFileError",
+    "PolicyOptionError",
+    "PolicyPatternError",
+    "PolicyProfileError",
+    "PolicySchemaError",
+    "PolicyStateError",
+    "PolicySyntaxError",
+    "PolicyTargetError",
+    "Position",
+    "Resolution",
+    "explain",
+    "load",
+]

@@ -1,0 +1,239 @@
+"""The ``policycompile`` command line: validate, explain, tree, schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from ._errors import PolicyError
+from ._lint import Diagnostic, lint
+from ._load import MAX_BYTES, load
+from ._policy import Policy
+from ._schema import schema_text
+from ._tree import COMPILE, OPTION_PREFIX, Explanation, thaw
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="policycompile",
+        description="torch.compile settings for whole codebases, from one YAML policy.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check policy files; exit 1 if any has an error")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="diagnostics as JSON")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest file accepted")
+
+    p = sub.add_parser("explain", help="which rule sets each key of NAME, and what lost")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("name", metavar="NAME", help="pkg.mod.Class.method or pkg.mod:Class.method")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("tree", help="print the rules as a tree of dotted segments")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--profile", default=None)
+
+    sub.add_parser("schema", help="print the JSON Schema of policy files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 invalid policy, 2 usage, 3 bug)."""
+    out = out if out is not None else sys.stdout
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help is 0, usage errors are 2
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        handler = _COMMANDS[args.command]
+        return handler(args, out)
+    except PolicyError as exc:
+        print(exc, file=out if args.command == "validate" else sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(
+            f"policycompile: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in policycompile, not in your policy; please report it with the "
+            "command you ran.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _validate(args: argparse.Namespace, out: TextIO) -> int:
+    diagnostics: list[tuple[str, Diagnostic]] = []
+    for path in args.files:
+        diagnostics.extend((path, d) for d in validate_file(path, max_bytes=args.max_bytes))
+    if args.json:
+        rows = [
+            {
+                "file": d.position.path,
+                "line": d.position.line,
+                "column": d.position.column,
+                "severity": d.severity,
+                "message": d.message,
+            }
+            for _, d in diagnostics
+        ]
+        json.dump({"diagnostics": rows}, out, indent=2)
+        out.write("\n")
+    else:
+        for _, d in diagnostics:
+            print(d, file=out)
+    return EXIT_INVALID if any(d.severity == "error" for _, d in diagnostics) else EXIT_OK
+
+
+def _as_diagnostic(exc: PolicyError, path: str) -> Diagnostic:
+    from ._errors import Position
+
+    where = exc.position or Position(exc.path or path, 1, 1)
+    return Diagnostic(where, exc.severity, exc.message)
+
+
+def validate_file(path: str, *, max_bytes: int = MAX_BYTES) -> list[Diagnostic]:
+    """Errors and provable warnings for one policy file and each of its profiles."""
+    try:
+        base = load(path, profile="", max_bytes=max_bytes)
+    except PolicyError as exc:
+        nested: list[PolicyError] = getattr(exc, "diagnostics", [exc])
+        return [_as_diagnostic(e, path) for e in nested]
+    found: set[Diagnostic] = set(lint(base))
+    for name in base.profiles:
+        try:
+            found.update(lint(load(path, profile=name, max_bytes=max_bytes)))
+        except PolicyError as exc:
+            found.add(_as_diagnostic(exc, path))
+    return sorted(found)
+
+
+def _explain(args: argparse.Namespace, out: TextIO) -> int:
+    policy = load(args.file, profile=args.profile)
+    explanation = policy.explain(args.name)
+    if args.json:
+        json.dump(explain_json(policy, explanation), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(explain_text(policy, explanation))
+    return EXIT_OK
+
+
+def explain_json(policy: Policy, explanation: Explanation) -> dict[str, Any]:
+    """The ``explain --json`` document (SPEC section 6)."""
+    settings: dict[str, Any] = {}
+    for key, decision in sorted(explanation.resolution.decisions.items()):
+        win = decision.winner
+        settings[key] = {
+            "value": thaw(decision.value),
+            "rule": decision.position.short,
+            "pattern": win.source,
+            "reason": win.setting.reason,
+            "inherited": not decision.direct and win.rule is not None,
+            "lost": [
+                {
+                    "pattern": loser.candidate.source,
+                    "rule": loser.candidate.setting.position.short,
+                    "value": thaw(loser.candidate.setting.value),
+                    "why": loser.why,
+                }
+                for loser in explanation.losers.get(key, ())
+            ],
+        }
+    return {
+        "name": explanation.resolution.name,
+        "policy": policy.path,
+        "profile": policy.profile,
+        "settings": settings,
+    }
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(thaw(value))
+
+
+def explain_text(policy: Policy, explanation: Explanation) -> str:
+    """A readable explanation: each key, its value, the winning rule, and the losers."""
+    res = explanation.resolution
+    profile = f" (profile {policy.profile})" if policy.profile else ""
+    lines = [f"{res.name}{profile}"]
+    if not res.decisions:
+        lines.append("  no rule of the policy reaches this name")
+    if COMPILE not in res.decisions:
+        lines.append("  compile: not a compile entry")
+    for key, decision in sorted(res.decisions.items()):
+        win = decision.winner
+        how = "" if decision.direct or win.rule is None else ", inherited"
+        line = (
+            f"  {key} = {_fmt(decision.value)}    {win.source!r} at {decision.position.short}{how}"
+        )
+        if win.setting.reason:
+            line += f"  # {win.setting.reason}"
+        lines.append(line)
+        for loser in explanation.losers.get(key, ()):
+            c = loser.candidate
+            lines.append(
+                f"      lost: {c.source!r} at {c.setting.position.short} "
+                f"({_fmt(c.setting.value)}): {loser.why}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _tree(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(tree_text(load(args.file, profile=args.profile)))
+    return EXIT_OK
+
+
+def tree_text(policy: Policy) -> str:
+    """The rules as a tree of dotted segments, each node with the keys it sets."""
+    root: dict[str, Any] = {}
+    for rule in policy.rules:
+        node = root
+        for i, seg in enumerate(rule.pattern.segments):
+            label = (":" if rule.pattern.module_end == i else "") + seg
+            node = node.setdefault(label, {})
+        node[""] = rule
+    profile = f" (profile {policy.profile})" if policy.profile else ""
+    lines = [f"{policy.path}{profile}: {len(policy.rules)} rules"]
+    if policy.defaults:
+        opts = ", ".join(f"{s.key[len(OPTION_PREFIX) :]}={_fmt(s.value)}" for s in policy.defaults)
+        lines.append(f"compile defaults: {opts}")
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        children = sorted(k for k in node if k)
+        for i, label in enumerate(children):
+            last = i == len(children) - 1
+            child = node[label]
+            text = f"{prefix}{'└── ' if last else '├── '}{label}"
+            rule = child.get("")
+            if rule is not None:
+                keys = ", ".join(f"{s.key}={_fmt(s.value)}" for s in rule.settings)
+                text += f"    [{keys}]  {rule.position.short}"
+                reasons = {s.reason for s in rule.settings if s.reason}
+                if reasons:
+                    text += f"  # {'; '.join(sorted(reasons))}"
+            lines.append(text)
+            walk(child, prefix + ("    " if last else "│   "))
+
+    walk(root, "")
+    return "\n".join(lines) + "\n"
+
+
+def _schema(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(schema_text())
+    return EXIT_OK
+
+
+_COMMANDS = {"validate": _validate, "explain": _explain, "tree": _tree, "schema": _schema}
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""Reading a policy: bytes, YAML, schema, ``extends``, profiles, compile options -> Policy."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import jsonschema.exceptions
+
+from ._errors import (
+    PolicyError,
+    PolicyExtendsError,
+    PolicyFileError,
+    PolicyOptionError,
+    PolicyPatternError,
+    PolicyProfileError,
+    PolicySchemaError,
+    Position,
+)
+from ._policy import Policy
+from ._schema import schema
+from ._tree import COMPILE, DISABLE, EOGB, OPTION_PREFIX, Pattern, Rule, Setting, freeze, thaw
+from ._yaml import Document, JsonPath, decode, parse
+
+#: Default bound on a policy file's size; ``load(max_bytes=...)`` changes it.
+MAX_BYTES = 1 << 20
+PROFILE_ENV = "POLICYCOMPILE_PROFILE"
+_TARGET_KEYS = ("compile", "fullgraph", "error_on_graph_break", "disable", "reason")
+
+
+@dataclass
+class _Layer:
+    """One file's (or one profile's) contribution, before merging."""
+
+    strict: Setting | None = None
+    defaults: dict[str, Setting] = field(default_factory=dict)
+    targets: dict[str, tuple[Pattern, dict[str, Setting]]] = field(default_factory=dict)
+
+    def merge(self, over: _Layer) -> None:
+        """Layer ``over`` on top of this one: same pattern overrides key by key."""
+        if over.strict is not None:
+            self.strict = over.strict
+        self.defaults.update(over.defaults)
+        for text, (pattern, settings) in over.targets.items():
+            if text in self.targets:
+                self.targets[text][1].update(settings)
+            else:
+                self.targets[text] = (pattern, dict(settings))
+
+
+@dataclass
+class _File:
+    """A file with its extends merged in, and its profiles, still separate."""
+
+    base: _Layer
+    profiles: dict[str, _Layer]
+    sources: list[str]
+    options: list[tuple[str, Position]]  # every compile option written, to check against torch
+
+
+def load(
+    source: str | os.PathLike[str],
+    *,
+    profile: str | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> Policy:
+    """Load and validate a policy file.
+
+    :param source: path of the YAML file.
+    :param profile: profile to layer on top; None reads ``POLICYCOMPILE_PROFILE``, and ``""``
+        means no profile even when that variable is set.
+    :param max_bytes: refuse files larger than this (each file of an ``extends`` chain).
+    :returns: the frozen policy.
+    :raises PolicyError: a subclass that says what is wrong, with file:line:column.
+    """
+    path = os.fspath(source)
+    merged = _load_file(path, (), max_bytes)
+    return _finish(path, merged, profile)
+
+
+def loads(text: str, *, path: str = "<string>", profile: str | None = None) -> Policy:
+    """Load a policy from text (``extends`` resolves relative to the current directory)."""
+    merged = _from_document(_parse_text(text, path), path, (), MAX_BYTES)
+    return _finish(path, merged, profile)
+
+
+def _finish(path: str, merged: _File, profile: str | None) -> Policy:
+    if profile is None:
+        profile = os.environ.get(PROFILE_ENV) or None
+    layer = _Layer()
+    layer.merge(merged.base)
+    if profile:
+        if profile not in merged.profiles:
+            known = ", ".join(sorted(merged.profiles)) or "none"
+            hint = _did_you_mean(profile, merged.profiles)
+            raise PolicyProfileError(
+                f"unknown profile {profile!r}{hint}; the policy defines: {known}", path=path
+            )
+        layer.merge(merged.profiles[profile])
+    torch_version = _check_options(merged.options) if merged.options else None
+    rules = tuple(
+        Rule(pattern, tuple(sorted(settings.values(), key=lambda s: s.key)))
+        for pattern, settings in (layer.targets[t] for t in sorted(layer.targets))
+    )
+    strict = bool(layer.strict.value) if layer.strict is not None else True
+    defaults = tuple(sorted(layer.defaults.values(), key=lambda s: s.key))
+    return Policy(
+        path=path,
+        profile=profile or None,
+        strict=strict,
+        rules=rules,
+        defaults=defaults,
+        profiles=tuple(sorted(merged.profiles)),
+        sources=tuple(merged.sources),
+        fingerprint=_fingerprint(profile or None, strict, defaults, rules),
+        torch_version=torch_version,
+    )
+
+
+def _fingerprint(
+    profile: str | None, strict: bool, defaults: Sequence[Setting], rules: Sequence[Rule]
+) -> str:
+    data = {
+        "version": 1,
+        "profile": profile,
+        "strict": strict,
+        "compile": {s.key: thaw(s.value) for s in defaults},
+        "targets": {r.pattern.text: {s.key: thaw(s.value) for s in r.settings} for r in rules},
+    }
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _read(path: str, max_bytes: int, at: Position | None) -> str:
+    try:
+        size = os.stat(path).st_size
+        if size > max_bytes:
+            raise PolicyFileError(
+                f"policy file is {size} bytes, over the limit of {max_bytes} "
+                "(raise it with max_bytes= or --max-bytes)",
+                at,
+                path=path,
+            )
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise PolicyFileError("no such policy file", at, path=path) from None
+    except IsADirectoryError:
+        raise PolicyFileError("is a directory, not a policy file", at, path=path) from None
+    except OSError as exc:
+        raise PolicyFileError(f"cannot read: {exc.strerror}", at, path=path) from None
+    if len(raw) > max_bytes:
+        raise PolicyFileError(f"policy file is over the limit of {max_bytes} bytes", at, path=path)
+    return decode(raw, path)
+
+
+def _parse_text(text: str, path: str) -> Document:
+    doc = parse(text, path)
+    if doc.data is None:
+        raise PolicySchemaError(
+            "the policy is empty; it needs at least 'version: 1' and 'targets:'",
+            Position(path, 1, 1),
+        )
+    if not isinstance(doc.data, dict):
+        kind = "a list" if isinstance(doc.data, list) else f"a {type(doc.data).__name__}"
+        raise PolicySchemaError(
+            f"a policy is a mapping of keys (version, targets, ...), not {kind}",
+            doc.value_position(()),
+        )
+    return doc
+
+
+def _load_file(
+    path: str, chain: tuple[str, ...], max_bytes: int, at: Position | None = None
+) -> _File:
+    real = os.path.realpath(path)
+    if real in chain:
+        names = [os.path.basename(p) for p in (*chain, real)]
+        start = names.index(os.path.basename(real))
+        raise PolicyExtendsError("circular extends: " + " -> ".join(names[start:]), at)
+    doc = _parse_text(_read(path, max_bytes, at), path)
+    return _from_document(doc, path, (*chain, real), max_bytes)
+
+
+def _from_document(doc: Document, path: str, chain: tuple[str, ...], max_bytes: int) -> _File:
+    _validate_schema(doc)
+    data: dict[str, Any] = doc.data
+    out = _File(_Layer(), {}, [path], [])
+    extends = data.get("extends", [])
+    for i, entry in enumerate([extends] if isinstance(extends, str) else extends):
+        at = doc.value_position(("extends",) if isinstance(extends, str) else ("extends", i))
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), entry))
+        if not os.path.exists(base_path):
+            raise PolicyExtendsError(f"extends {entry!r}: no such file ({base_path})", at)
+        base = _load_file(base_path, chain, max_bytes, at)
+        out.base.merge(base.base)
+        for name, prof in base.profiles.items():
+            out.profiles.setdefault(name, _Layer()).merge(prof)
+        out.sources.extend(s for s in base.sources if s not in out.sources)
+        out.options.extend(base.options)
+    own = _layer(doc, (), data, out.options)
+    out.base.merge(own)
+    for name, body in data.get("profiles", {}).items():
+        prof = _layer(doc, ("profiles", name), body, out.options)
+        out.profiles.setdefault(name, _Layer()).merge(prof)
+    return out
+
+
+def _layer(
+    doc: Document, at: JsonPath, body: dict[str, Any], options: list[tuple[str, Position]]
+) -> _Layer:
+    layer = _Layer()
+    if "strict" in body:
+        layer.strict = Setting("strict", body["strict"], doc.key_position((*at, "strict")))
+    for opt, value in body.get("compile", {}).items():
+        setting = Setting(
+            OPTION_PREFIX + opt, freeze(value), doc.key_position((*at, "compile", opt))
+        )
+        layer.defaults[setting.key] = setting
+        options.append((opt, setting.position))
+    for text, spec in body.get("targets", {}).items():
+        where = doc.key_position((*at, "targets", text))
+        pattern = Pattern.parse(text, where)
+        settings = _target_settings(doc, (*at, "targets", text), spec, where)
+        comp = spec.get("compile")
+        for opt in comp if isinstance(comp, dict) else ():
+            options.append((opt, doc.key_position((*at, "targets", text, "compile", opt))))
+        if "fullgraph" in spec:
+            options.append(("fullgraph", doc.key_position((*at, "targets", text, "fullgraph"))))
+        layer.targets[text] = (pattern, settings)
+    return layer
+
+
+def _target_settings(
+    doc: Document, at: JsonPath, spec: dict[str, Any], where: Position
+) -> dict[str, Setting]:
+    reason = spec.get("reason")
+    out: dict[str, Setting] = {}
+
+    def put(key: str, value: Any) -> None:
+        out[key] = Setting(key, freeze(value), where, reason)
+
+    comp = spec.get("compile")
+    if "fullgraph" in spec and (comp is False or (isinstance(comp, dict) and "fullgraph" in comp)):
+        raise PolicySchemaError(
+            "'fullgraph' is shorthand for 'compile: {fullgraph: ...}'; set it in one place",
+            doc.key_position((*at, "fullgraph")),
+            rule=str(at[-1]),
+        )
+    if comp is not None:
+        put(COMPILE, comp is not False)
+        if isinstance(comp, dict):
+            for opt, value in comp.items():
+                put(OPTION_PREFIX + opt, value)
+    if "fullgraph" in spec:
+        put(COMPILE, True)
+        put(OPTION_PREFIX + "fullgraph", spec["fullgraph"])
+    for key in (EOGB, DISABLE):
+        if key in spec:
+            put(key, spec[key])
+    return out
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+@functools.cache
+def _validator() -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema())
+    return cls(schema())
+
+
+def _validate_schema(doc: Document) -> None:
+    problems: list[PolicyError] = []
+    for error in _validator().iter_errors(doc.data):
+        problem = _translate(doc, error)
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        first = problems[0]
+        first.diagnostics = problems  # type: ignore[attr-defined]
+        raise first
+
+
+def _where(path: JsonPath) -> str:
+    if not path:
+        return "at the top level"
+    if path[0] == "targets" and len(path) >= 2:
+        inner = " of its compile options" if len(path) > 2 and path[2] == "compile" else ""
+        return f"in target {path[1]!r}{inner}"
+    if path[0] == "profiles" and len(path) >= 2:
+        rest = _where(tuple(path[2:]))
+        return f"in profile {path[1]!r}" + ("" if rest == "at the top level" else " " + rest)
+    return "in " + ".".join(str(p) for p in path)
+
+
+def _is_compile_mapping(path: JsonPath) -> bool:
+    return bool(path) and path[-1] == "compile"
+
+
+_TYPE_WORDS = {
+    "boolean": "true or false",
+    "string": "a string",
+    "object": "a mapping",
+    "array": "a list",
+    "integer": "an integer",
+    "null": "null",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _translate(doc: Document, error: jsonschema.exceptions.ValidationError) -> PolicyError | None:
+    path: JsonPath = tuple(error.absolute_path)
+    where = _where(path)
+    rule = str(path[1]) if len(path) >= 2 and path[0] == "targets" else None
+    kind = error.validator
+    if kind == "additionalProperties":
+        sub = error.schema if isinstance(error.schema, dict) else {}
+        allowed = set(sub.get("properties", {}))
+        extra = sorted(
+            (k for k in error.instance if k not in allowed),
+            key=lambda k: doc.key_position((*path, k)),
+        )
+        if _is_compile_mapping(path):
+            return None  # checked against the installed torch.compile, which names its version
+        key = extra[0]
+        return PolicySchemaError(
+            f"unknown key {key!r} {where}{_did_you_mean(key, allowed)}",
+            doc.key_position((*path, key)),
+            rule=rule,
+        )
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        hint = " (this file format is 'version: 1')" if "version" in missing else ""
+        return PolicySchemaError(
+            f"missing required key {missing[0]!r} {where}{hint}",
+            doc.value_position(path),
+            rule=rule,
+        )
+    if kind == "propertyNames":
+        bad = str(error.instance)
+        at = doc.key_position((*path, bad))
+        try:
+            Pattern.parse(bad, at)
+        except PolicyPatternError as exc:
+            return exc
+        return PolicyPatternError(f"bad pattern {bad!r}", at, rule=bad)
+    if kind == "const" and path == ("version",):
+        return PolicySchemaError(
+            f"unsupported policy version {_describe(error.instance)}; this policycompile reads "
+            "version 1",
+            doc.value_position(path),
+        )
+    if kind == "type":
+        expected = error.validator_value
+        words = " or ".join(
+            _TYPE_WORDS.get(str(t), str(t))
+            for t in (expected if isinstance(expected, list) else [expected])
+        )
+        key = f"{path[-1]!r} " if path and isinstance(path[-1], str) else ""
+        return PolicySchemaError(
+            f"{key}{where} must be {words}, not {_describe(error.instance)}",
+            doc.value_position(path),
+            rule=rule,
+        )
+    if kind == "anyOf" and path and len(path) >= 2 and path[-2] == "targets":
+        return PolicySchemaError(
+            f"target {path[-1]!r} sets nothing: give at least one of compile, fullgraph, "
+            "error_on_graph_break, disable ('reason' alone is not a setting)",
+            doc.key_position(path),
+            rule=str(path[-1]),
+        )
+    if kind == "not":
+        return PolicySchemaError(
+            f"{where}: 'disable: true' cannot be combined with 'compile' or 'fullgraph' on the "
+            "same target (Dynamo would skip what it is asked to compile)",
+            doc.key_position((*path, "disable")),
+            rule=rule,
+        )
+    if kind == "oneOf" and error.context:
+        inner = [_translate(doc, e) for e in error.context]
+        inner_real = [e for e in inner if e is not None and "must be" not in e.message]
+        if inner_real:
+            return inner_real[0]
+        if _is_compile_mapping(path) and isinstance(error.instance, dict):
+            return None
+        if path and path[-1] == "compile":
+            return PolicySchemaError(
+                f"'compile' {where} must be true, false or a mapping of torch.compile options, "
+                f"not {_describe(error.instance)}",
+                doc.value_position(path),
+                rule=rule,
+            )
+        if path == ("extends",):
+            return PolicySchemaError(
+                f"'extends' must be a path or a list of paths, not {_describe(error.instance)}",
+                doc.value_position(path),
+            )
+    return PolicySchemaError(f"{where}: {error.message}", doc.value_position(path), rule=rule)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# -- compile options against the installed torch --------------------------------------------
+
+
+@functools.cache
+def torch_compile_keywords() -> tuple[str, frozenset[str]]:
+    """The installed torch's version and the keywords its ``torch.compile`` accepts."""
+    import inspect
+
+    import torch
+
+    params = inspect.signature(torch.compile).parameters
+    return str(torch.__version__), frozenset(p for p in params if p != "model")
+
+
+def _check_options(options: Iterable[tuple[str, Position]]) -> str:
+    version, accepted = torch_compile_keywords()
+    for name, position in sorted(options, key=lambda o: o[1]):
+        if name not in accepted:
+            raise PolicyOptionError(
+                f"unknown compile option {name!r}: torch.compile in torch {version} accepts "
+                f"{', '.join(sorted(accepted))}{_did_you_mean(name, accepted)}",
+                position,
+            )
+    return version

@@ -140,14 +140,6 @@ def _fingerprint(
 
 def _read(path: str, max_bytes: int, at: Position | None) -> str:
     try:
-        size = os.stat(path).st_size
-        if size > max_bytes:
-            raise PolicyFileError(
-                f"policy file is {size} bytes, over the limit of {max_bytes} "
-                "(raise it with max_bytes= or --max-bytes)",
-                at,
-                path=path,
-            )
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
     except FileNotFoundError:
@@ -157,7 +149,12 @@ def _read(path: str, max_bytes: int, at: Position | None) -> str:
     except OSError as exc:
         raise PolicyFileError(f"cannot read: {exc.strerror}", at, path=path) from None
     if len(raw) > max_bytes:
-        raise PolicyFileError(f"policy file is over the limit of {max_bytes} bytes", at, path=path)
+        raise PolicyFileError(
+            f"policy file is over the limit of {max_bytes} bytes "
+            "(raise it with max_bytes= or --max-bytes)",
+            at,
+            path=path,
+        )
     return decode(raw, path)
 
 
@@ -278,11 +275,17 @@ def _validator() -> jsonschema.protocols.Validator:
 
 
 def _validate_schema(doc: Document) -> None:
-    problems: list[PolicyError] = []
+    found: list[tuple[JsonPath, str, PolicyError]] = []
     for error in _validator().iter_errors(doc.data):
         problem = _translate(doc, error)
         if problem is not None:
-            problems.append(problem)
+            found.append((tuple(error.absolute_path), str(error.validator), problem))
+    # "Target sets nothing" is noise beside a precise error inside the same target.
+    problems = [
+        problem
+        for path, kind, problem in found
+        if kind != "anyOf" or not any(p[: len(path)] == path and k != "anyOf" for p, k, _ in found)
+    ]
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         first = problems[0]
@@ -358,7 +361,7 @@ def _translate(doc: Document, error: jsonschema.exceptions.ValidationError) -> P
             doc.value_position(path),
             rule=rule,
         )
-    if kind == "propertyNames":
+    if kind == "pattern" and "propertyNames" in error.schema_path:
         bad = str(error.instance)
         at = doc.key_position((*path, bad))
         try:

@@ -19,7 +19,10 @@ tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.jso
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 
 demo: $(STAMP)
-	$(PY) -m examples.demo
+	$(VENV)/bin/policycompile validate policies/*.yaml
+	$(VENV)/bin/policycompile tree policies/team.yaml --profile ci
+	$(VENV)/bin/policycompile explain policies/example.yaml myproj.layers.moe.route_tokens
+	$(VENV)/bin/policycompile explain policies/team.yaml myproj.models.vit.ViTBlock.forward --profile ci
 
 test: $(STAMP) tools/node_modules/.package-lock.json
 	$(PY) -m pytest

@@ -1,4 +1,4 @@
-"""The corpus of malformed policies in tests/bad: each a located PolicyError, one CLI line, exit 1."""
+"""The malformed policies in tests/bad: each a located PolicyError, one CLI line, exit 1."""
 
 from __future__ import annotations
 
@@ -42,7 +42,10 @@ CORPUS: dict[str, tuple[type[pc.PolicyError], int, int | None, str]] = {
     "custom_tag.yaml": (pc.PolicySyntaxError, 4, 14, "'!custom' is not allowed"),
     "alias_bomb.yaml": (pc.PolicySyntaxError, 5, None, "alias bomb"),
     "cycle_a.yaml": (
-        pc.PolicyExtendsError, 2, 10, "circular extends: cycle_a.yaml -> b.yaml -> cycle_a.yaml"
+        pc.PolicyExtendsError,
+        2,
+        10,
+        "circular extends: cycle_a.yaml -> b.yaml -> cycle_a.yaml",
     ),
     "b.yaml": (pc.PolicyExtendsError, 2, 11, "circular extends: b.yaml -> cycle_a.yaml -> b.yaml"),
     "missing_extends.yaml": (pc.PolicyExtendsError, 3, 5, "no such file"),
@@ -115,7 +118,9 @@ def test_alias_bomb_is_refused_fast_with_bounded_memory() -> None:
 
 def test_oversized_file(write_policy: object, tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
-    big.write_text("version: 1\ntargets:\n" + "".join(f"  p.f{i}: {{disable: true}}\n" for i in range(200)))
+    big.write_text(
+        "version: 1\ntargets:\n" + "".join(f"  p.f{i}: {{disable: true}}\n" for i in range(200))
+    )
     with pytest.raises(pc.PolicyFileError) as info:
         pc.load(big, max_bytes=1000)
     assert "over the limit of 1000" in str(info.value)

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import WritePolicy
+
 from policycompile._cli import main
 
 POLICY = """
@@ -44,7 +44,10 @@ def test_validate_ok_and_errors(write_policy: WritePolicy) -> None:
     assert run("validate", str(good)) == (0, "")
     status, out = run("validate", str(good), str(bad))
     assert status == 1
-    assert out == f"{bad}:4:5: error: unknown key 'disabel' in target 'app.f'; did you mean 'disable'?\n"
+    assert (
+        out
+        == f"{bad}:4:5: error: unknown key 'disabel' in target 'app.f'; did you mean 'disable'?\n"
+    )
 
 
 def test_validate_json(write_policy: WritePolicy) -> None:
@@ -127,7 +130,9 @@ def test_explain_text(write_policy: WritePolicy) -> None:
     assert "no rule of the policy reaches" in run("explain", str(path), "other.fn")[1]
 
 
-def test_explain_conflict_is_an_error(write_policy: WritePolicy, capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_conflict_is_an_error(
+    write_policy: WritePolicy, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_policy(
         "version: 1\ntargets:\n  a.*.f: {disable: true}\n  a.m.*: {disable: false}\n"
     )

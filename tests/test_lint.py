@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from conftest import WritePolicy
+
 from policycompile._cli import main
 
 
@@ -37,14 +38,14 @@ def test_no_conflict_when_a_more_specific_rule_settles_it(write_policy: WritePol
         "version: 1\ntargets:\n  app.*.step: {disable: true}\n  app.train.*: {disable: false}\n"
         "  app.train.step: {disable: true}\n"
     )
-    # the witness app.train.step is settled, but another name (app.train.stepX? no: '*' vs
-    # 'step') cannot tie; the only overlap is app.train.step itself
+    # the only name both wildcard rules match is app.train.step, which the exact rule settles
     assert warnings(path) == []
 
 
 def test_disable_that_does_not_reach_a_compile_entry(write_policy: WritePolicy) -> None:
     path = write_policy(
-        "version: 1\ntargets:\n  app.utils: {disable: true}\n  app.utils.hot_loop: {compile: true}\n"
+        "version: 1\ntargets:\n  app.utils: {disable: true}\n"
+        "  app.utils.hot_loop: {compile: true}\n"
     )
     (line,) = warnings(path)
     assert line.startswith(f"{path}:3:3: warning: 'disable' of 'app.utils' does not reach")

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import WritePolicy
 
 import policycompile as pc
-from conftest import WritePolicy
 
 BASE = """
 version: 1
@@ -80,7 +80,9 @@ def test_layers_extend_key_by_key(write_policy: WritePolicy) -> None:
     assert ci.fingerprint != policy.fingerprint
 
 
-def test_profile_from_environment(write_policy: WritePolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_profile_from_environment(
+    write_policy: WritePolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_policy(BASE)
     monkeypatch.setenv("POLICYCOMPILE_PROFILE", "ci")
     assert pc.load(path).profile == "ci"
@@ -114,20 +116,28 @@ def test_policy_is_frozen_hashable_and_fingerprinted(write_policy: WritePolicy) 
 
 
 def test_fingerprint_ignores_file_order(write_policy: WritePolicy) -> None:
-    one = write_policy("version: 1\ntargets:\n  a.b: {disable: true}\n  a.c: {disable: false}\n", "1.yaml")
-    two = write_policy("targets:\n  a.c: {disable: false}\n  a.b: {disable: true}\nversion: 1\n", "2.yaml")
+    one = write_policy(
+        "version: 1\ntargets:\n  a.b: {disable: true}\n  a.c: {disable: false}\n", "1.yaml"
+    )
+    two = write_policy(
+        "targets:\n  a.c: {disable: false}\n  a.b: {disable: true}\nversion: 1\n", "2.yaml"
+    )
     assert pc.load(one).fingerprint == pc.load(two).fingerprint
 
 
 def test_compile_options_are_checked_against_installed_torch(write_policy: WritePolicy) -> None:
     import torch
 
-    policy = pc.load(write_policy("version: 1\ncompile: {backend: eager}\ntargets:\n  a.f: {compile: true}\n"))
+    policy = pc.load(
+        write_policy("version: 1\ncompile: {backend: eager}\ntargets:\n  a.f: {compile: true}\n")
+    )
     assert policy.torch_version == str(torch.__version__)
     with pytest.raises(pc.PolicyOptionError) as info:
         pc.load(write_policy("version: 1\ntargets:\n  a.f:\n    compile: {speed: 11}\n", "x.yaml"))
     assert f"torch {torch.__version__}" in str(info.value)
-    assert str(info.value).startswith(f"{info.value.path}:4:15: error: unknown compile option 'speed'")
+    assert str(info.value).startswith(
+        f"{info.value.path}:4:15: error: unknown compile option 'speed'"
+    )
 
 
 def test_validate_without_compile_options_does_not_import_torch(tmp_path: Path) -> None:
@@ -149,7 +159,9 @@ def test_strict_defaults_to_true(write_policy: WritePolicy) -> None:
 
 
 def test_loads_resolves_colon_names(write_policy: WritePolicy) -> None:
-    policy = pc.load(write_policy("version: 1\ntargets:\n  pkg.mod:Outer.Inner.fn: {disable: true}\n"))
+    policy = pc.load(
+        write_policy("version: 1\ntargets:\n  pkg.mod:Outer.Inner.fn: {disable: true}\n")
+    )
     assert policy.resolve("pkg.mod:Outer.Inner.fn").get("disable") is True
     assert policy.resolve("pkg:mod.Outer.Inner.fn").get("disable") is None
 
@@ -163,5 +175,7 @@ def test_yaml_keys_that_are_not_strings_become_strings(write_policy: WritePolicy
 def test_extends_list_later_wins(write_policy: WritePolicy) -> None:
     write_policy("version: 1\ntargets:\n  a.f: {error_on_graph_break: true}\n", "one.yaml")
     write_policy("version: 1\ntargets:\n  a.f: {error_on_graph_break: false}\n", "two.yaml")
-    top = write_policy("version: 1\nextends: [one.yaml, two.yaml]\ntargets:\n  a.g: {disable: true}\n")
+    top = write_policy(
+        "version: 1\nextends: [one.yaml, two.yaml]\ntargets:\n  a.g: {disable: true}\n"
+    )
     assert pc.load(top).resolve("a.f").get("error_on_graph_break") is False

@@ -26,7 +26,9 @@ def tree(rules: Rules) -> RuleTree:
     for line, (text, settings) in enumerate(rules.items(), start=1):
         pos = Position("p.yaml", line, 3)
         built.append(
-            Rule(Pattern.parse(text), tuple(Setting(k, v, pos) for k, v in sorted(settings.items())))
+            Rule(
+                Pattern.parse(text), tuple(Setting(k, v, pos) for k, v in sorted(settings.items()))
+            )
         )
     return RuleTree(built)
 
@@ -84,8 +86,12 @@ CASES: list[tuple[Rules, str, Any, str | None]] = [
     ({"pkg.**.C": F, "pkg.**.meth": T}, "pkg.x.C.meth", True, "pkg.**.meth"),
     # 3. segments mixing text and '*' beat bare '*'
     ({"pkg.*Block": T, "pkg.*": F}, "pkg.DecoderBlock", True, "pkg.*Block"),
-    ({"pkg.mod.*Layer.forward": T, "pkg.mod.*.forward": F}, "pkg.mod.XLayer.forward", True,
-     "pkg.mod.*Layer.forward"),
+    (
+        {"pkg.mod.*Layer.forward": T, "pkg.mod.*.forward": F},
+        "pkg.mod.XLayer.forward",
+        True,
+        "pkg.mod.*Layer.forward",
+    ),
     # 4. fewer '**' win
     ({"pkg.**.*": F, "pkg.**.**.*": T}, "pkg.a.b", False, "pkg.**.*"),
     ({"pkg.*.**": T, "pkg.**.*": T}, "pkg.a.b", True, None),  # tie, same value: no conflict
@@ -133,9 +139,16 @@ def test_precedence_ignores_file_order() -> None:
 def test_defaults_lose_to_any_rule_and_are_inherited_everywhere() -> None:
     pos = Position("p.yaml", 2, 3)
     t = RuleTree(
-        [Rule(Pattern.parse("pkg.fn"), (Setting(COMPILE, True, pos), Setting("compile.mode", "x", pos)))],
-        [Setting("compile.mode", "default", Position("p.yaml", 1, 3)),
-         Setting("compile.backend", "eager", Position("p.yaml", 1, 3))],
+        [
+            Rule(
+                Pattern.parse("pkg.fn"),
+                (Setting(COMPILE, True, pos), Setting("compile.mode", "x", pos)),
+            )
+        ],
+        [
+            Setting("compile.mode", "default", Position("p.yaml", 1, 3)),
+            Setting("compile.backend", "eager", Position("p.yaml", 1, 3)),
+        ],
     )
     res = t.resolve("pkg.fn")
     assert res.compile_options == {"mode": "x", "backend": "eager"}

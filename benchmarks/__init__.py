@@ -1,0 +1,1 @@
+"""Benchmarks: alternatives run side by side in one process, printed as ratios."""

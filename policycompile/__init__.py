@@ -1,5 +1,6 @@
 """policycompile: torch.compile settings for whole codebases, from one checked-in YAML policy."""
 
+from ._api import apply as apply
 from ._api import explain as explain
 from ._api import load as load
 from ._errors import PolicyConflictError as PolicyConflictError
@@ -13,7 +14,10 @@ from ._errors import PolicySchemaError as PolicySchemaError
 from ._errors import PolicyStateError as PolicyStateError
 from ._errors import PolicySyntaxError as PolicySyntaxError
 from ._errors import PolicyTargetError as PolicyTargetError
+from ._errors import PolicyWarning as PolicyWarning
 from ._errors import Position as Position
+from ._patch import Plan as Plan
+from ._patch import PolicyHandle as PolicyHandle
 from ._policy import Policy as Policy
 from ._tree import Explanation as Explanation
 from ._tree import Resolution as Resolution
@@ -22,11 +26,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Explanation",
+    "Plan",
     "Policy",
     "PolicyConflictError",
     "PolicyError",
     "PolicyExtendsError",
     "PolicyFileError",
+    "PolicyHandle",
     "PolicyOptionError",
     "PolicyPatternError",
     "PolicyProfileError",
@@ -34,8 +40,10 @@ __all__ = [
     "PolicyStateError",
     "PolicySyntaxError",
     "PolicyTargetError",
+    "PolicyWarning",
     "Position",
     "Resolution",
+    "apply",
     "explain",
     "load",
 ]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 
+from ._errors import PolicyStateError
+from ._hook import PolicyFinder
 from ._load import MAX_BYTES
 from ._load import load as _load
+from ._patch import STATE, PolicyHandle
 from ._policy import Policy
+from ._targets import policy_module_name
 from ._tree import Explanation
 
 
@@ -30,3 +36,47 @@ def explain(
     if not isinstance(policy, Policy):
         policy = load(policy, profile=profile)
     return policy.explain(name)
+
+
+def _caller() -> str:
+    frame = sys._getframe(2)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def apply(policy: Policy | str | os.PathLike[str], *, profile: str | None = None) -> PolicyHandle:
+    """Apply a policy: wrap every matching object in imported modules now, and in modules
+    imported later right after they execute.
+
+    :param policy: a policy file, or a :class:`Policy` from :func:`load`.
+    :param profile: the profile to select when ``policy`` is a path.
+    :returns: a handle whose ``undo()`` restores everything; also a context manager.
+    :raises PolicyError: the policy is invalid, an exact target is missing (``strict``),
+        a target cannot be patched, or a policy is already applied. Nothing stays patched.
+    """
+    if not isinstance(policy, Policy):
+        policy = load(policy, profile=profile)
+    import torch  # noqa: F401  - the wrappers are torch's; import it before taking the lock
+
+    with STATE.lock:
+        if STATE.active is not None:
+            first = STATE.active
+            raise PolicyStateError(
+                f"a policy is already applied: {first.policy.path} (applied at "
+                f"{first.applied_at}); call undo() on its handle before applying another",
+                path=policy.path,
+            )
+        handle = PolicyHandle(policy, _caller())
+        STATE.active = handle
+    try:
+        for module in list(sys.modules.values()):
+            if isinstance(module, types.ModuleType) and policy.tree.covers_module(
+                policy_module_name(module)
+            ):
+                handle.patch_module(module)
+        handle.rebind_aliases()
+        handle.finder = PolicyFinder(policy.tree.covers_module, handle.patch_module)
+        handle.finder.install()
+    except BaseException:
+        handle.undo()
+        raise
+    return handle

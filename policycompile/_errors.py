@@ -96,3 +96,7 @@ class PolicyTargetError(PolicyError, LookupError):
 
 class PolicyStateError(PolicyError, RuntimeError):
     """A policy was applied while another one is active, or a handle was misused."""
+
+
+class PolicyWarning(UserWarning):
+    """Something a policy asked for could not be done, and ``strict: false`` allows it."""

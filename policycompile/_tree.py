@@ -355,6 +355,32 @@ class RuleTree:
                 todo.append(node.double)  # '**' matches zero segments
         return out
 
+    def covers_module(self, module: str) -> bool:
+        """Whether any rule can match ``module``, an ancestor of it, or something inside it.
+
+        The import hook asks this for every import: a dict lookup for uncovered packages.
+        """
+        segments = module.split(".")
+        if not self.covers_package(segments[0]):
+            return False
+        states = self._closure([self._root])
+        for seg in segments:
+            nxt: list[_Node] = []
+            for node in states:
+                for key in (seg, ":" + seg):
+                    child = node.literal.get(key)
+                    if child is not None:
+                        nxt.append(child)
+                nxt.extend(child for regex, child in node.globs.values() if regex.match(seg))
+                if node.loops:
+                    nxt.append(node)
+            states = self._closure(nxt)
+            if not states:
+                return False
+            if any(node.rules for node in states):
+                return True  # a rule on the module or an ancestor governs all of it
+        return True  # patterns continue below the module
+
     def matches(self, name: str) -> dict[Rule, int]:
         """Every rule matching ``name`` or an ancestor, with the deepest node it matched."""
         segments, module_end = split_name(name)

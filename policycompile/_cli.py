@@ -1,4 +1,4 @@
-"""The ``policycompile`` command line: validate, explain, tree, schema."""
+"""The ``policycompile`` command line: validate, explain, plan, tree, schema."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="which rule sets each key of NAME, and what lost")
     p.add_argument("file", metavar="FILE")
     p.add_argument("name", metavar="NAME", help="pkg.mod.Class.method or pkg.mod:Class.method")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "plan", help="import modules and list what would be wrapped, without patching"
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--import", dest="modules", nargs="+", required=True, metavar="MODULE")
     p.add_argument("--profile", default=None)
     p.add_argument("--json", action="store_true")
 
@@ -226,12 +234,83 @@ def tree_text(policy: Policy) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plan(args: argparse.Namespace, out: TextIO) -> int:
+    import importlib
+    import types
+
+    from ._patch import plan_module
+    from ._targets import policy_module_name
+
+    policy = load(args.file, profile=args.profile)
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # as `python -m` does: modules of the current directory
+    for name in args.modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            print(f"policycompile: cannot import {name}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    matched: set[Any] = set()
+    plans = []
+    problems = []
+    for module in sorted(
+        (m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)),
+        key=lambda m: m.__name__,
+    ):
+        if policy.tree.covers_module(policy_module_name(module)):
+            mp = plan_module(policy, module, matched)
+            plans.extend(mp.plans)
+            problems.extend(mp.problems)
+    unused = [r for r in policy.rules if r not in matched]
+    if args.json:
+        doc = {
+            "policy": policy.path,
+            "profile": policy.profile,
+            "wrapped": [
+                {
+                    "name": p.target.display,
+                    "kind": p.target.kind.value,
+                    "decorators": p.decorators,
+                    "rules": dict(p.rules),
+                    "notes": list(p.notes),
+                }
+                for p in plans
+            ],
+            "problems": [str(e) for e in problems],
+            "unused_rules": [f"{r.pattern.text} ({r.position.short})" for r in unused],
+        }
+        json.dump(doc, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"{len(plans)} objects would be wrapped by {policy.path}\n")
+        for p in plans:
+            out.write(f"\n{p.target.display}  [{p.target.kind.value}]\n")
+            for decorator in p.decorators:
+                out.write(f"    {decorator}\n")
+            for key, text in sorted(p.rules.items()):
+                out.write(f"      {key}: {text}\n")
+            for note in p.notes:
+                out.write(f"      note: {note}\n")
+        for problem in problems:
+            severity = "error" if policy.strict else "warning"
+            out.write(str(problem).replace(": error: ", f": {severity}: ", 1) + "\n")
+        for rule in unused:
+            out.write(f"unused rule: {rule.pattern.text} ({rule.position.short})\n")
+    return EXIT_INVALID if problems and policy.strict else EXIT_OK
+
+
 def _schema(args: argparse.Namespace, out: TextIO) -> int:
     out.write(schema_text())
     return EXIT_OK
 
 
-_COMMANDS = {"validate": _validate, "explain": _explain, "tree": _tree, "schema": _schema}
+_COMMANDS = {
+    "validate": _validate,
+    "explain": _explain,
+    "plan": _plan,
+    "tree": _tree,
+    "schema": _schema,
+}
 
 
 def run() -> NoReturn:

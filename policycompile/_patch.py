@@ -91,6 +91,14 @@ def decide(policy: Policy, target: Target) -> Plan | None:
         direct |= {COMPILE, EOGB, DISABLE}
     res = policy.resolve(target.name, frozenset(direct))
     decisions = dict(res.decisions)
+    if _is_dunder(target.attr):
+        # `pkg.**` matches `C.__init__` too, but does not name it: only a final segment
+        # written with the dunder's own underscores (`__init__`, `__*__`) does.
+        decisions = {
+            k: d
+            for k, d in decisions.items()
+            if d.winner.rule is None or d.winner.rule.pattern.segments[-1].startswith("__")
+        }
     if target.defined_in is not None:
         # An inherited member is wrapped on the subclass only for rules that name the
         # subclass or the member, never for rules that reach it from the module above.
@@ -345,12 +353,6 @@ def _exact_targets(
         rest = pattern.segments[len(segments) :]
         if not rest:
             continue
-        if (
-            pattern.module_end is None
-            and rest[0] not in vars(module)
-            and _is_submodule(module, name, rest[0])
-        ):
-            continue  # checked when that submodule is imported
         try:
             found = _lookup(module, name, rest, rule)
         except PolicyTargetError as exc:
@@ -391,6 +393,8 @@ def _lookup(
         last = i == len(rest) - 1
         if isinstance(owner, types.ModuleType):
             if seg not in vars(owner):
+                if rule.pattern.module_end is None and _is_submodule(owner, where, seg):
+                    return None  # checked when that submodule is imported
                 raise _missing(rule, f"module {where}", seg, vars(owner))
             raw = vars(owner)[seg]
             if last and isinstance(raw, types.FunctionType) and raw.__module__ != owner.__name__:

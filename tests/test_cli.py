@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import WritePolicy
 
 from policycompile._cli import main
+
+from .conftest import WritePolicy
 
 POLICY = """
 version: 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from conftest import WritePolicy
-
 from policycompile._cli import main
+
+from .conftest import WritePolicy
 
 
 def warnings(path: object) -> list[str]:

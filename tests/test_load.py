@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import WritePolicy
 
 import policycompile as pc
+
+from .conftest import WritePolicy
 
 BASE = """
 version: 1

@@ -116,7 +116,7 @@ def outcome(call: Callable[[], Any]) -> Outcome:
     value = None
     try:
         value = call()
-    except Exception as exc:  # noqa: BLE001 - the outcome is the exception's type
+    except Exception as exc:
         error = type(exc).__name__
     frames = int(counters["frames"]["ok"])
     return Outcome(error, value, len(GRAPHS), frames)

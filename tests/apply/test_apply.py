@@ -40,8 +40,11 @@ def test_undo_restores_identical_objects_and_is_idempotent(modules: Modules) -> 
     user = modules.write(modules.name("user"), f"from {name} import fn as alias\n")
     mod, usermod = importlib.import_module(name), importlib.import_module(user)
     before = {
-        "fn": mod.fn, "other": mod.other, "meth": vars(mod.C)["meth"],
-        "s": vars(mod.C)["s"], "k": vars(mod.C)["k"],
+        "fn": mod.fn,
+        "other": mod.other,
+        "meth": vars(mod.C)["meth"],
+        "s": vars(mod.C)["s"],
+        "k": vars(mod.C)["k"],
     }
     policy = modules.policy(f"version: 1\ntargets:\n  {name}.**: {{error_on_graph_break: true}}\n")
     handle = apply(policy)
@@ -121,7 +124,7 @@ def test_atomic_when_a_patch_fails_part_way(modules: Modules) -> None:
         f"version: 1\ntargets:\n  {other}.g: {{disable: true}}\n  {name}.**: {{disable: true}}\n"
     )
     meta_path = list(sys.meta_path)
-    with pytest.raises(pc.PolicyTargetError, match="cannot patch .*F.meth.*frozen"):
+    with pytest.raises(pc.PolicyTargetError, match=r"cannot patch .*F\.meth.*frozen"):
         pc.apply(policy)
     assert mod.fn is fn and othermod.g is g
     assert sys.meta_path == meta_path
@@ -142,7 +145,9 @@ def test_missing_exact_target_is_an_error_with_suggestion(modules: Modules) -> N
     )
     assert isinstance(info.value, LookupError)
     policy = modules.policy(f"version: 1\ntargets:\n  {name}.C.mehh: {{disable: true}}\n", "2.yaml")
-    with pytest.raises(pc.PolicyTargetError, match="class .*C has no attribute 'mehh'; did you mean 'meth'"):
+    with pytest.raises(
+        pc.PolicyTargetError, match=r"class .*C has no attribute 'mehh'; did you mean 'meth'"
+    ):
         pc.apply(policy)
 
 
@@ -215,7 +220,9 @@ def test_wrapped_code_runs_eagerly_with_the_flag_set(modules: Modules) -> None:
         """,
     )
     mod = importlib.import_module(name)
-    policy = modules.policy(f"version: 1\ntargets:\n  {name}.probe: {{error_on_graph_break: true}}\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.probe: {{error_on_graph_break: true}}\n"
+    )
     with apply(policy):
         assert mod.probe() is True
         assert _dynamo.get_error_on_graph_break() is False
@@ -230,7 +237,9 @@ def test_flag_restored_after_exception(modules: Modules) -> None:
 
     name = modules.write(modules.name("lib"), "def boom():\n    raise KeyError('x')\n")
     mod = importlib.import_module(name)
-    policy = modules.policy(f"version: 1\ntargets:\n  {name}.boom: {{error_on_graph_break: true}}\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.boom: {{error_on_graph_break: true}}\n"
+    )
     with apply(policy):
         with pytest.raises(KeyError):
             mod.boom()

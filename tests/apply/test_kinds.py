@@ -184,7 +184,9 @@ def test_compile_does_not_reach_other_methods(modules: Modules) -> None:
         mod = importlib.import_module(name)
         patched = {r.plan.target.display for r in handle.records}
         assert patched == {f"{name}.Block.forward"}
-        assert "helper" in vars(mod.Block) and not hasattr(vars(mod.Block)["helper"], "__policycompile__")
+        assert "helper" in vars(mod.Block) and not hasattr(
+            vars(mod.Block)["helper"], "__policycompile__"
+        )
 
 
 def test_call_dunder_inherits_but_init_does_not(modules: Modules) -> None:
@@ -224,7 +226,9 @@ def test_inherited_member_is_wrapped_on_the_subclass_only(modules: Modules) -> N
     )
     mod = importlib.import_module(name)
     original = vars(mod.Base)["step"]
-    policy = modules.policy(f"version: 1\ntargets:\n  {name}.Sub.step: {{error_on_graph_break: true}}\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.Sub.step: {{error_on_graph_break: true}}\n"
+    )
     with apply(policy) as handle:
         (record,) = handle.records
         assert record.owner is mod.Sub
@@ -246,13 +250,17 @@ def test_inherited_forward_of_module_subclass(modules: Modules) -> None:
             pass
         """,
     )
-    policy = modules.policy(f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n  {name}.Sub: {{compile: true}}\n")
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n  {name}.Sub: {{compile: true}}\n"
+    )
     with apply(policy) as handle:
         mod = importlib.import_module(name)
         (record,) = handle.records
         assert record.owner is mod.Sub and record.attr == "forward"
         assert torch.equal(mod.Sub()(torch.ones(2)), torch.full((2,), 2.0))
-        assert "forward" not in vars(mod.Base) or not hasattr(vars(mod.Base)["forward"], "__policycompile__")
+        assert "forward" not in vars(mod.Base) or not hasattr(
+            vars(mod.Base)["forward"], "__policycompile__"
+        )
 
 
 def test_wrappers_keep_identity_and_signature(modules: Modules) -> None:
@@ -282,7 +290,10 @@ def test_wrappers_keep_identity_and_signature(modules: Modules) -> None:
         assert inspect.signature(mod.fn) == sig
         assert isinstance(vars(mod.C)["s"], staticmethod)
         assert isinstance(vars(mod.C)["k"], classmethod)
-        assert mod.C.s.__doc__ == "static doc" and inspect.signature(mod.C.s).parameters.keys() == {"a", "b"}
+        assert mod.C.s.__doc__ == "static doc" and inspect.signature(mod.C.s).parameters.keys() == {
+            "a",
+            "b",
+        }
         assert mod.C().s(1) == 2 and mod.C.k(5) == 5 and mod.C().k(6) == 6
         assert mod.fn(3) == 6.0
 
@@ -313,10 +324,15 @@ def test_alias_is_rebound_and_restored(modules: Modules) -> None:
     )
     libmod, appmod = importlib.import_module(lib), importlib.import_module(app)
     original = libmod.inner
-    policy = modules.policy(f"version: 1\ntargets:\n  {lib}.inner: {{error_on_graph_break: true}}\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {lib}.inner: {{error_on_graph_break: true}}\n"
+    )
     with apply(policy) as handle:
         assert appmod.inner is libmod.inner is appmod.renamed is not original
-        assert {(a.module.__name__, a.name) for a in handle.aliases} == {(app, "inner"), (app, "renamed")}
+        assert {(a.module.__name__, a.name) for a in handle.aliases} == {
+            (app, "inner"),
+            (app, "renamed"),
+        }
         assert outcome(lambda: appmod.fn(torch.ones(3))).error == "Unsupported"
         # a list is out of reach of rebinding: reported, not silently ignored
         assert any("held by a list" in u for u in handle.unreached)
@@ -349,7 +365,8 @@ def test_already_compiled_in_source_gets_no_second_compile(modules: Modules) -> 
 def test_plan_decorators_read_like_the_source(modules: Modules) -> None:
     name = modules.write(modules.name("m"), "def f(x):\n    return x\n")
     policy = modules.policy(
-        f"version: 1\ncompile: {{backend: eager}}\ntargets:\n  {name}.f: {{fullgraph: true, error_on_graph_break: false}}\n"
+        f"version: 1\ncompile: {{backend: eager}}\ntargets:\n"
+        f"  {name}.f: {{fullgraph: true, error_on_graph_break: false}}\n"
     )
     with apply(policy) as handle:
         importlib.import_module(name)

@@ -308,14 +308,17 @@ CELLS = {
 
 def policy_text(targets: str, module: str) -> str:
     body = "\n".join("  " + line.strip() for line in targets.strip().splitlines())
-    return f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n{body.replace('M.', module + '.')}\n"
+    body = body.replace("M.", module + ".")
+    return f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n{body}\n"
 
 
 @pytest.mark.parametrize("when", ["before_import", "after_import"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_policy_equals_hand_decorators(modules: Modules, cell: str, when: str) -> None:
     spec = CELLS[cell]
-    hand = importlib.import_module(modules.write(modules.name("hand"), HEADER + textwrap.dedent(spec.hand)))
+    hand = importlib.import_module(
+        modules.write(modules.name("hand"), HEADER + textwrap.dedent(spec.hand))
+    )
     expected = outcome(lambda: hand.fn(torch.ones(3)))
     assert (expected.error is not None) == spec.error, expected
     assert expected.graphs > 0 or expected.error is not None

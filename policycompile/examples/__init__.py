@@ -1,0 +1,1 @@
+"""Small, dependency-free models the demo and the tests run policies against."""

@@ -20,9 +20,9 @@ tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.jso
 
 demo: $(STAMP)
 	$(VENV)/bin/policycompile validate policies/*.yaml
-	$(VENV)/bin/policycompile tree policies/team.yaml --profile ci
-	$(VENV)/bin/policycompile explain policies/example.yaml myproj.layers.moe.route_tokens
-	$(VENV)/bin/policycompile explain policies/team.yaml myproj.models.vit.ViTBlock.forward --profile ci
+	$(VENV)/bin/policycompile tree policies/demo.yaml
+	$(VENV)/bin/policycompile explain policies/demo.yaml policycompile.examples.tiny_transformer.DecoderBlock.forward
+	$(PY) -m policycompile.examples.demo --policy policies/demo.yaml
 
 test: $(STAMP) tools/node_modules/.package-lock.json
 	$(PY) -m pytest

@@ -8,6 +8,7 @@ import difflib
 import functools
 import gc
 import importlib.util
+import inspect
 import logging
 import sys
 import threading
@@ -156,32 +157,99 @@ def decide(policy: Policy, target: Target) -> Plan | None:
 # -- wrappers ------------------------------------------------------------------------------
 
 
-def _eogb_wrapper(fn: Callable[..., Any], value: bool) -> Callable[..., Any]:
+_EOGB_TEMPLATE = """
+def _pc_make(_pc_fn, _pc_ctx, _pc_flags, _pc_value, _pc_is_compiling{defaults}):
+    def wrapper({params}):
+        if _pc_is_compiling():
+            with _pc_ctx:
+                return _pc_fn({args})
+        _pc_prev = _pc_flags._error_on_graph_break
+        if _pc_prev == _pc_value:
+            return _pc_fn({args})
+        _pc_flags._error_on_graph_break = _pc_value
+        try:
+            return _pc_fn({args})
+        finally:
+            _pc_flags._error_on_graph_break = _pc_prev
+    return wrapper
+"""
+
+_GENERIC = ("*args, **kwargs", "*args, **kwargs", ())
+
+
+def _call_shape(func: Callable[..., Any]) -> tuple[str, str, tuple[Any, ...]]:
+    """Parameters and call arguments that forward exactly ``func``'s signature.
+
+    A wrapper with the function's own parameters skips packing ``*args, **kwargs`` (about a
+    third of the eager overhead); defaults are passed in as the very same objects.
+    """
+    try:
+        sig = inspect.signature(func, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return _GENERIC
+    params: list[str] = []
+    args: list[str] = []
+    defaults: list[Any] = []
+    slash = star = False
+    for p in sig.parameters.values():
+        if p.name.startswith("_pc_") or not p.name.isidentifier():
+            return _GENERIC
+        if p.kind is p.POSITIONAL_ONLY:
+            slash = True
+        elif slash:
+            params.append("/")
+            slash = False
+        text = p.name
+        if p.default is not p.empty:
+            text += f"=_pc_d{len(defaults)}"
+            defaults.append(p.default)
+        if p.kind is p.VAR_POSITIONAL:
+            params.append("*" + p.name)
+            args.append("*" + p.name)
+            star = True
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            params.append("**" + p.name)
+            args.append("**" + p.name)
+            continue
+        if p.kind is p.KEYWORD_ONLY and not star:
+            params.append("*")
+            star = True
+        params.append(text)
+        args.append(f"{p.name}={p.name}" if p.kind is p.KEYWORD_ONLY else p.name)
+    if slash:
+        params.append("/")
+    return ", ".join(params), ", ".join(args), tuple(defaults)
+
+
+@functools.lru_cache(maxsize=256)
+def _eogb_factory(params: str, args: str, n_defaults: int) -> Callable[..., Any]:
+    names = "".join(f", _pc_d{i}" for i in range(n_defaults))
+    namespace: dict[str, Any] = {}
+    source = _EOGB_TEMPLATE.format(defaults=names, params=params, args=args)
+    exec(compile(source, "<policycompile error_on_graph_break wrapper>", "exec"), namespace)
+    factory: Callable[..., Any] = namespace["_pc_make"]
+    return factory
+
+
+def _eogb_wrapper(
+    fn: Callable[..., Any], value: bool, signature_of: Callable[..., Any]
+) -> Callable[..., Any]:
     """``torch._dynamo.error_on_graph_break(value)(fn)``, with a lean eager path.
 
-    Under Dynamo, ``is_compiling()`` folds to True and the wrapper traces exactly like the
-    hand decorator (the same context manager around the call). Eagerly it sets the same
-    process-global flag, without the context manager's object and list bookkeeping.
+    Under Dynamo, ``is_dynamo_compiling()`` folds to True and the wrapper traces exactly like
+    the hand decorator (the same context manager around the call). Eagerly it sets the same
+    process-global flag, without the context manager's object and list bookkeeping, and
+    takes ``signature_of``'s own parameters instead of ``*args, **kwargs``.
     """
     import torch._dynamo
 
     ctx = torch._dynamo.error_on_graph_break(value)
-    is_compiling = _dynamo.is_compiling()
-    flags = _dynamo.flag_module()
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if is_compiling():
-            with ctx:
-                return fn(*args, **kwargs)
-        prev = flags._error_on_graph_break
-        if prev == value:
-            return fn(*args, **kwargs)
-        flags._error_on_graph_break = value
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            flags._error_on_graph_break = prev
-
+    params, args, defaults = _call_shape(signature_of)
+    factory = _eogb_factory(params, args, len(defaults))
+    wrapper: Callable[..., Any] = factory(
+        fn, ctx, _dynamo.flag_module(), value, _dynamo.is_dynamo_compiling(), *defaults
+    )
     return wrapper
 
 
@@ -210,7 +278,7 @@ def build(plan: Plan) -> Any:
     elif plan.disable:
         inner = torch.compiler.disable(func)  # type: ignore[no-untyped-call]
     if plan.error_on_graph_break is not None:
-        inner = _keep_identity(_eogb_wrapper(inner, plan.error_on_graph_break), func)
+        inner = _keep_identity(_eogb_wrapper(inner, plan.error_on_graph_break, func), func)
     inner.__policycompile__ = PatchInfo(target.name, plan)  # type: ignore[attr-defined]
     if target.kind is Kind.STATICMETHOD:
         return staticmethod(inner)
@@ -489,7 +557,6 @@ class PolicyHandle:
         self._patched_modules: set[str] = set()
         self.skipped: list[Skipped] = []
         self.warnings: list[str] = []
-        self.unreached: list[str] = []
         self.finder: Any = None
         self.active = True
 
@@ -578,7 +645,18 @@ class PolicyHandle:
                     continue
                 setattr(module, name, record.new)
                 self._aliases.append(AliasRecord(module, name, value, record.new))
-        self.unreached = _unreached_references([r.original for r in originals.values()], self)
+
+    def unreached_references(self) -> list[str]:
+        """References to patched module-level functions that rebinding could not reach
+        (containers, closures), e.g. ``HANDLERS = [fn]`` taken before apply. A full heap
+        scan: computed on demand (reports, ``plan``), never during apply."""
+        with self._lock:
+            originals = [
+                r.original
+                for r in self._records
+                if r.plan.target.kind is Kind.FUNCTION and r.original is not _MISSING
+            ]
+        return _unreached_references(originals, self) if originals else []
 
     def undo(self) -> None:
         """Restore every patched attribute and alias that still holds our wrapper, remove the

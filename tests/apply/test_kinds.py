@@ -335,7 +335,7 @@ def test_alias_is_rebound_and_restored(modules: Modules) -> None:
         }
         assert outcome(lambda: appmod.fn(torch.ones(3))).error == "Unsupported"
         # a list is out of reach of rebinding: reported, not silently ignored
-        assert any("held by a list" in u for u in handle.unreached)
+        assert any("held by a list" in u for u in handle.unreached_references())
     assert appmod.inner is original and appmod.renamed is original and libmod.inner is original
 
 

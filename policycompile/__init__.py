@@ -1,5 +1,7 @@
 """policycompile: torch.compile settings for whole codebases, from one checked-in YAML policy."""
 
+import logging
+
 from ._api import apply as apply
 from ._api import explain as explain
 from ._api import load as load
@@ -19,12 +21,19 @@ from ._errors import Position as Position
 from ._patch import Plan as Plan
 from ._patch import PolicyHandle as PolicyHandle
 from ._policy import Policy as Policy
+from ._report import BreakReport as BreakReport
+from ._report import RegionReport as RegionReport
+from ._report import Report as Report
 from ._tree import Explanation as Explanation
 from ._tree import Resolution as Resolution
 
 __version__ = "0.1.0"
 
+# Quiet by default: what was patched, skipped and why is logged here for those who ask.
+logging.getLogger("policycompile").addHandler(logging.NullHandler())
+
 __all__ = [
+    "BreakReport",
     "Explanation",
     "Plan",
     "Policy",
@@ -42,6 +51,8 @@ __all__ = [
     "PolicyTargetError",
     "PolicyWarning",
     "Position",
+    "RegionReport",
+    "Report",
     "Resolution",
     "apply",
     "explain",

@@ -43,12 +43,19 @@ def _caller() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
-def apply(policy: Policy | str | os.PathLike[str], *, profile: str | None = None) -> PolicyHandle:
+def apply(
+    policy: Policy | str | os.PathLike[str],
+    *,
+    profile: str | None = None,
+    audit: bool = False,
+) -> PolicyHandle:
     """Apply a policy: wrap every matching object in imported modules now, and in modules
     imported later right after they execute.
 
     :param policy: a policy file, or a :class:`Policy` from :func:`load`.
     :param profile: the profile to select when ``policy`` is a path.
+    :param audit: record every graph break the policy forbids instead of raising, so one run
+        lists all of them (``handle.report().violations``).
     :returns: a handle whose ``undo()`` restores everything; also a context manager.
     :raises PolicyError: the policy is invalid, an exact target is missing (``strict``),
         a target cannot be patched, or a policy is already applied. Nothing stays patched.
@@ -65,9 +72,10 @@ def apply(policy: Policy | str | os.PathLike[str], *, profile: str | None = None
                 f"{first.applied_at}); call undo() on its handle before applying another",
                 path=policy.path,
             )
-        handle = PolicyHandle(policy, _caller())
+        handle = PolicyHandle(policy, _caller(), audit=audit)
         STATE.active = handle
     try:
+        handle.observer.install()
         for module in list(sys.modules.values()):
             if isinstance(module, types.ModuleType) and policy.tree.covers_module(
                 policy_module_name(module)

@@ -1,4 +1,4 @@
-"""The ``policycompile`` command line: validate, explain, plan, tree, schema."""
+"""The ``policycompile`` command line: validate, explain, plan, tree, run, schema."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ._policy import Policy
 from ._schema import schema_text
 from ._tree import COMPILE, OPTION_PREFIX, Explanation, thaw
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,17 +48,64 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--profile", default=None)
 
+    p = sub.add_parser(
+        "run",
+        help="run a program (python SCRIPT or -m MODULE) with the policy applied; print a report",
+        usage="policycompile run FILE [--profile P] [--audit] [--report-json OUT] "
+        "(-m MODULE | SCRIPT) [ARGS...]",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--audit", action="store_true", help="record forbidden breaks, do not raise")
+    p.add_argument("--report-json", metavar="OUT", default=None)
+    p.add_argument("-m", dest="module", default=None, metavar="MODULE")
+
     sub.add_parser("schema", help="print the JSON Schema of policy files")
     return parser
 
 
+def _split_run(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """Split ``run`` arguments into ours, the SCRIPT, and the program's: everything after
+    ``-m MODULE`` or SCRIPT belongs to the program, as with the python command."""
+    ours: list[str] = []
+    i = 0
+    positional = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--profile", "--report-json") and i + 1 < len(argv):
+            ours += argv[i : i + 2]
+            i += 2
+            continue
+        if arg == "-m" and i + 1 < len(argv):
+            return ours + argv[i : i + 2], None, argv[i + 2 :]
+        if not arg.startswith("-"):
+            positional += 1
+            if positional == 2:  # FILE, then SCRIPT
+                return ours, arg, argv[i + 1 :]
+        ours.append(arg)
+        i += 1
+    return ours, None, []
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 invalid policy, 2 usage, 3 bug)."""
+    """Run the command line; returns the exit status: 0 ok, 1 invalid policy, 2 usage, 3 a bug
+    in policycompile, 4 audit violations (``run --audit``); ``run`` otherwise exits with the
+    program's own status."""
     out = out if out is not None else sys.stdout
+    argv = list(sys.argv[1:] if argv is None else argv)
+    program: str | None = None
+    program_args: list[str] = []
+    if argv[:1] == ["run"]:
+        ours, program, program_args = _split_run(argv[1:])
+        argv = ["run", *ours]
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help is 0, usage errors are 2
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args.program, args.program_args = program, program_args
+    if args.command == "run" and (args.module is None) == (args.program is None):
+        print("policycompile run: give either -m MODULE or SCRIPT", file=sys.stderr)
+        return EXIT_USAGE
     try:
         handler = _COMMANDS[args.command]
         return handler(args, out)
@@ -299,6 +346,34 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_INVALID if problems and policy.strict else EXIT_OK
 
 
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    from ._api import apply
+    from ._runner import run_main
+
+    handle = apply(args.file, profile=args.profile, audit=args.audit)
+    try:
+        status = run_main(
+            args.module or args.program,
+            args.program_args,
+            as_module=args.module is not None,
+            on_defined=lambda module, name: handle.patch_module(module, only=name),
+            on_error=handle.observer.record_exception,
+        )
+    except (FileNotFoundError, ModuleNotFoundError) as exc:
+        print(f"policycompile run: {exc}", file=sys.stderr)
+        handle.undo()
+        return EXIT_USAGE
+    report = handle.report()
+    handle.undo()
+    sys.stderr.write("\n" + report.text())
+    if args.report_json:
+        with open(args.report_json, "w", encoding="utf-8") as f:
+            f.write(report.to_json() + "\n")
+    if status == 0 and args.audit and report.violations:
+        return EXIT_VIOLATIONS
+    return status
+
+
 def _schema(args: argparse.Namespace, out: TextIO) -> int:
     out.write(schema_text())
     return EXIT_OK
@@ -308,6 +383,7 @@ _COMMANDS = {
     "validate": _validate,
     "explain": _explain,
     "plan": _plan,
+    "run": _run,
     "tree": _tree,
     "schema": _schema,
 }

@@ -50,3 +50,62 @@ def is_dynamo_compiling() -> Callable[[], bool]:
     import torch.compiler
 
     return torch.compiler.is_dynamo_compiling
+
+
+def make_backend(backend: Any, mode: Any, options: Any, dynamic: Any, name: Any = None) -> Any:
+    """The backend object ``torch.compile(backend=..., mode=..., options=...)`` would build.
+
+    Compile entries get it wrapped in an observing backend (one per region), so graphs are
+    counted by the public mechanism while Dynamo sees the same compiler as by hand.
+    """
+    import inspect
+
+    import torch
+
+    if backend is None or backend == "inductor":
+        cls = torch._TorchCompileInductorWrapper
+        if "name" in inspect.signature(cls.__init__).parameters:
+            return cls(mode, options, dynamic, name)  # type: ignore[no-untyped-call]
+        return cls(mode, options, dynamic)  # type: ignore[no-untyped-call]
+    return torch._TorchCompileWrapper(backend, mode, options, dynamic)  # type: ignore[no-untyped-call]
+
+
+#: The loggers Dynamo reports graph breaks and recompiles on (artifact loggers).
+GRAPH_BREAK_LOGGERS = (
+    "torch._dynamo.symbolic_convert.__graph_breaks",
+    "torch._dynamo.convert_frame.__graph_breaks",
+    "torch._dynamo.exc.__graph_breaks",
+)
+RECOMPILE_LOGGERS = ("torch._dynamo.guards.__recompiles",)
+
+
+def current_compile_id() -> tuple[int, int] | None:
+    """(frame id, frame compile id) of the frame Dynamo is compiling now, if any."""
+    from torch._guards import CompileContext
+
+    cid = CompileContext.current_compile_id()
+    if cid is None or cid.frame_id is None:
+        return None
+    return int(cid.frame_id), int(cid.frame_compile_id or 0)
+
+
+def traced_root_code() -> Any:
+    """The code object of the frame being compiled (the root of the trace), if known."""
+    from torch._guards import TracingContext
+
+    ctx = TracingContext.try_get()
+    traced = getattr(ctx, "traced_code", None) if ctx is not None else None
+    return traced[0] if traced else None
+
+
+def exception_stack(exc: BaseException) -> list[tuple[str, int, str]]:
+    """Where a graph break that raised happened: Dynamo's ``real_stack`` on the exception."""
+    stack = getattr(exc, "real_stack", None) or []
+    return [(f.filename, int(f.lineno or 0), f.name) for f in stack]
+
+
+def is_graph_break_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Dynamo refusing a graph break (fullgraph or error_on_graph_break)."""
+    from torch._dynamo.exc import Unsupported
+
+    return isinstance(exc, Unsupported)

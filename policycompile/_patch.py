@@ -20,7 +20,9 @@ from typing import Any
 
 from . import _dynamo
 from ._errors import PolicyConflictError, PolicyError, PolicyTargetError, PolicyWarning
+from ._observe import FunctionIndex, ObservedBackend, Observer
 from ._policy import Policy
+from ._report import Report, build_report
 from ._targets import (
     Kind,
     Target,
@@ -263,22 +265,41 @@ def _trampoline(compiled: Callable[..., Any]) -> Callable[..., Any]:
     return trampoline
 
 
-def build(plan: Plan) -> Any:
+def build(plan: Plan, observer: Observer | None = None, *, audit: bool = False) -> Any:
     """The new raw attribute for ``plan``: compile or disable innermost, then
-    error_on_graph_break outermost, re-wrapped in the target's descriptor kind."""
+    error_on_graph_break outermost, re-wrapped in the target's descriptor kind.
+
+    :param observer: counts the graphs of compile entries (through the backend).
+    :param audit: relax what the policy forbids (fullgraph, error_on_graph_break=True) so
+        that every break is recorded instead of raised.
+    """
     import torch
 
     target = plan.target
     func: Callable[..., Any] = target.func
     inner: Callable[..., Any] = func
     if plan.compile is not None:
-        inner = torch.compile(func, **plan.compile)
+        options = dict(plan.compile)
+        if audit and options.get("fullgraph"):
+            options["fullgraph"] = False
+        if observer is not None:
+            real = _dynamo.make_backend(
+                options.pop("backend", None),
+                options.pop("mode", None),
+                options.pop("options", None),
+                options.get("dynamic"),
+                options.pop("name", None),
+            )
+            region = observer.region(target.display, plan.rules.get(COMPILE))
+            options["backend"] = ObservedBackend(observer, region, real)
+        inner = torch.compile(func, **options)
         if target.kind is not Kind.FUNCTION:
             inner = _keep_identity(_trampoline(inner), func)
     elif plan.disable:
         inner = torch.compiler.disable(func)  # type: ignore[no-untyped-call]
     if plan.error_on_graph_break is not None:
-        inner = _keep_identity(_eogb_wrapper(inner, plan.error_on_graph_break, func), func)
+        value = plan.error_on_graph_break and not audit
+        inner = _keep_identity(_eogb_wrapper(inner, value, func), func)
     inner.__policycompile__ = PatchInfo(target.name, plan)  # type: ignore[attr-defined]
     if target.kind is Kind.STATICMETHOD:
         return staticmethod(inner)
@@ -378,18 +399,22 @@ class ModulePlan:
     )  # missing or unpatchable exact targets
 
 
-def plan_module(policy: Policy, module: types.ModuleType, matched: set[Rule]) -> ModulePlan:
+def plan_module(
+    policy: Policy, module: types.ModuleType, matched: set[Rule], only: str | None = None
+) -> ModulePlan:
     """Decide, without changing anything, what the policy does to ``module``.
 
     :param matched: receives every rule that matched an object here (for unused-rule lists).
+    :param only: consider just this module attribute (and what a class defines).
     """
     name = policy_module_name(module)
     result = ModulePlan(name)
     if not policy.tree.covers_module(name):
         return result
     seen: set[tuple[int, str]] = set()
-    targets = list(module_targets(module))
-    targets.extend(_exact_targets(policy, module, name, result))
+    targets = list(module_targets(module, only))
+    if only is None:
+        targets.extend(_exact_targets(policy, module, name, result))
     for target in targets:
         key = (id(target.owner), target.attr)
         if key in seen:
@@ -399,6 +424,8 @@ def plan_module(policy: Policy, module: types.ModuleType, matched: set[Rule]) ->
         plan = decide(policy, target)
         if plan is None:
             continue
+        for note in plan.notes:
+            log.debug("%s: %s", target.display, note)
         result.plans.append(plan)
     return result
 
@@ -547,9 +574,11 @@ STATE = _State()
 class PolicyHandle:
     """An applied policy. ``undo()`` restores everything; also a context manager."""
 
-    def __init__(self, policy: Policy, applied_at: str) -> None:
+    def __init__(self, policy: Policy, applied_at: str, *, audit: bool = False) -> None:
         self.policy = policy
         self.applied_at = applied_at
+        self.audit = audit
+        self.observer = Observer(FunctionIndex(self.plans_by_code))
         self._lock = threading.RLock()
         self._records: list[Record] = []
         self._aliases: list[AliasRecord] = []
@@ -572,23 +601,36 @@ class PolicyHandle:
         with self._lock:
             return tuple(self._aliases)
 
+    def plans_by_code(self) -> dict[Any, Plan]:
+        """The code object of every patched original function -> its plan."""
+        with self._lock:
+            return {r.plan.target.func.__code__: r.plan for r in self._records}
+
+    def report(self) -> Report:
+        """What happened so far under this policy: regions, graph breaks, violations."""
+        return build_report(self)
+
     def unused_rules(self) -> list[Rule]:
         """Rules that matched no object in any module patched so far."""
         with self._lock:
             return [r for r in self.policy.rules if r not in self._matched]
 
     # -- patching
-    def patch_module(self, module: types.ModuleType) -> list[Record]:
-        """Patch one module, all or nothing. Raises for a missing exact target under strict."""
+    def patch_module(self, module: types.ModuleType, only: str | None = None) -> list[Record]:
+        """Patch one module, all or nothing. Raises for a missing exact target under strict.
+
+        :param only: patch just the object this module attribute names (``policycompile run``
+            patches a ``__main__`` module statement by statement, as its code defines things).
+        """
         matched: set[Rule] = set()
-        plan = plan_module(self.policy, module, matched)
+        plan = plan_module(self.policy, module, matched, only=only)
         self._report_problems(plan)
         done: list[Record] = []
         try:
             for p in plan.plans:
                 owner, attr = p.target.owner, p.target.attr
                 original = vars(owner).get(attr, _MISSING)
-                record = Record(p, owner, attr, original, build(p))
+                record = Record(p, owner, attr, original, build(p, self.observer, audit=self.audit))
                 record.apply()
                 done.append(record)
         except BaseException:
@@ -615,6 +657,7 @@ class PolicyHandle:
             raise plan.problems[0]
         for problem in plan.problems:
             text = str(problem).replace(": error: ", ": warning: ", 1)
+            log.warning("skipped: %s", text)
             with self._lock:
                 self.warnings.append(text)
             warnings.warn(text, PolicyWarning, stacklevel=2)
@@ -669,6 +712,7 @@ class PolicyHandle:
                 STATE.active = None
         if self.finder is not None:
             self.finder.uninstall()
+        self.observer.uninstall()
         with self._lock:
             aliases, self._aliases = self._aliases, []
             records, self._records = self._records, []

@@ -67,11 +67,17 @@ def unwrap(raw: Any) -> tuple[Kind, types.FunctionType] | None:
     return None
 
 
-def module_targets(module: types.ModuleType) -> Iterator[Target]:
-    """Functions the module defines, and the members of the classes it defines, recursively."""
+def module_targets(module: types.ModuleType, only: str | None = None) -> Iterator[Target]:
+    """Functions the module defines, and the members of the classes it defines, recursively.
+
+    :param only: look at this one attribute of the module.
+    """
     real = module.__name__
     name = policy_module_name(module)
-    for attr, raw in list(vars(module).items()):
+    items = list(vars(module).items())
+    if only is not None:
+        items = [(k, v) for k, v in items if k == only]
+    for attr, raw in items:
         if isinstance(raw, types.FunctionType):
             if raw.__module__ == real and raw.__qualname__ == attr:
                 yield Target(f"{name}:{attr}", module, attr, raw, raw, Kind.FUNCTION, name)

@@ -1,0 +1,97 @@
+"""The pytest plugin: ``pytest --policy FILE [--policy-profile P] [--policy-audit]
+[--policy-report-json OUT]``. Loaded through the ``pytest11`` entry point; imports nothing
+heavy unless ``--policy`` is given."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._patch import PolicyHandle
+
+_HANDLE: pytest.StashKey[PolicyHandle] = pytest.StashKey()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("policycompile", "torch.compile policies")
+    group.addoption("--policy", metavar="FILE", default=None, help="apply this policy first")
+    group.addoption("--policy-profile", metavar="P", default=None, help="profile to select")
+    group.addoption(
+        "--policy-audit",
+        action="store_true",
+        default=False,
+        help="record graph breaks the policy forbids instead of raising; fail the session if any",
+    )
+    group.addoption(
+        "--policy-report-json", metavar="OUT", default=None, help="write the JSON report here"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("--policy")
+    if not path:
+        return
+    from ._api import apply
+
+    # pytest_configure runs before collection imports the code under test
+    handle = apply(
+        path, profile=config.getoption("--policy-profile"), audit=config.getoption("--policy-audit")
+    )
+    config.stash[_HANDLE] = handle
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+    handle = item.config.stash.get(_HANDLE, None)
+    if handle is not None:
+        handle.observer.current_test = item.nodeid
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.observer.current_test = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None]:
+    handle = item.config.stash.get(_HANDLE, None)
+    if handle is not None and call.excinfo is not None:
+        handle.observer.record_exception(call.excinfo.value)
+    yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    handle = session.config.stash.get(_HANDLE, None)
+    if handle is None or not handle.audit:
+        return
+    if handle.report().violations and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    handle = config.stash.get(_HANDLE, None)
+    if handle is None:
+        return
+    report = handle.report()
+    terminalreporter.section("policycompile")
+    terminalreporter.write(report.text())
+    if handle.audit and report.violations:
+        terminalreporter.write_line(
+            f"policycompile audit: {len(report.violations)} graph break(s) the policy forbids",
+            red=True,
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    handle = config.stash.get(_HANDLE, None)
+    if handle is None:
+        return
+    out = config.getoption("--policy-report-json")
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(handle.report().to_json() + "\n")
+    handle.undo()
+    del config.stash[_HANDLE]

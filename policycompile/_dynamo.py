@@ -70,13 +70,30 @@ def make_backend(backend: Any, mode: Any, options: Any, dynamic: Any, name: Any 
     return torch._TorchCompileWrapper(backend, mode, options, dynamic)  # type: ignore[no-untyped-call]
 
 
-#: The loggers Dynamo reports graph breaks and recompiles on (artifact loggers).
+#: The loggers Dynamo reports graph breaks on (artifact loggers).
 GRAPH_BREAK_LOGGERS = (
     "torch._dynamo.symbolic_convert.__graph_breaks",
     "torch._dynamo.convert_frame.__graph_breaks",
     "torch._dynamo.exc.__graph_breaks",
 )
-RECOMPILE_LOGGERS = ("torch._dynamo.guards.__recompiles",)
+
+
+def recompile_reasons() -> dict[tuple[int, int], str]:
+    """(frame id, compile id) -> the guard failure that caused that recompile.
+
+    Dynamo logs recompiles only when ``TORCH_LOGS`` asks, but always keeps the reason in its
+    compilation metrics (until ``torch._dynamo.reset()``).
+    """
+    from torch._dynamo.utils import get_compilation_metrics
+
+    out: dict[tuple[int, int], str] = {}
+    for metrics in get_compilation_metrics():
+        reason = getattr(metrics, "recompile_reason", None)
+        cid = str(getattr(metrics, "compile_id", "") or "")
+        frame, _, attempt = cid.partition("/")
+        if reason and frame.isdigit() and attempt.split("_")[0].isdigit():
+            out[(int(frame), int(attempt.split("_")[0]))] = str(reason)
+    return out
 
 
 def current_compile_id() -> tuple[int, int] | None:

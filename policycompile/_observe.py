@@ -18,7 +18,6 @@ from ._targets import module_targets
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>\S+)', re.M)
 _WHERE = re.compile(r"in user code at (?P<file>.+):(?P<line>\d+)")
 _RESUME = re.compile(r"^torch_dynamo_resume_in_(?P<name>.+)_at_\d+$")
-_RECOMPILE = re.compile(r"Recompiling function (?P<name>\S+) in (?P<file>.+):(?P<line>\d+)")
 _WRAPPER_FILES = ("<policycompile ",)
 _CONSEQUENCES = ("Failed to handle graph break gracefully",)
 
@@ -40,8 +39,6 @@ class RegionStats:
     rule: str | None
     frames: set[int] = field(default_factory=set)
     graphs: int = 0
-    recompiles: int = 0
-    recompile_reasons: list[str] = field(default_factory=list)
     compiles: set[tuple[int, int]] = field(default_factory=set)  # (frame id, compile id)
 
 
@@ -174,10 +171,8 @@ class Observer:
         self.breaks: dict[tuple[str, str, int, str], BreakEvent] = {}
         self._seen: set[tuple[tuple[str, str, int, str], int | None]] = set()
         self._stacks: dict[tuple[str, int], list[Frame]] = {}
-        self.recompile_reasons: list[str] = []
         self.current_test: str | None = None
         self.taps = [LogTap(n, self.on_graph_break_log) for n in _dynamo.GRAPH_BREAK_LOGGERS]
-        self.taps += [LogTap(n, self.on_recompile_log) for n in _dynamo.RECOMPILE_LOGGERS]
 
     def install(self) -> None:
         for tap in self.taps:
@@ -199,12 +194,14 @@ class Observer:
             if cid is None:
                 return
             region.frames.add(cid[0])
-            if cid[1] > 0 and cid not in region.compiles:
-                # a frame compiled again: a recompile; its reason was logged just before
-                region.recompiles += 1
-                if self.recompile_reasons:
-                    region.recompile_reasons.append(self.recompile_reasons[-1])
             region.compiles.add(cid)
+
+    def recompiles(self, region: RegionStats) -> list[str]:
+        """The region's recompiles (frames compiled again), each with its guard failure."""
+        reasons = _dynamo.recompile_reasons()
+        with self.lock:
+            again = sorted(c for c in region.compiles if c[1] > 0)
+        return [reasons.get(c, "reason no longer known (torch._dynamo.reset)") for c in again]
 
     # -- graph breaks
     def on_graph_break_log(self, message: str) -> None:
@@ -250,17 +247,6 @@ class Observer:
             event.raised = event.raised or raised
             if self.current_test and self.current_test not in event.tests:
                 event.tests.append(self.current_test)
-
-    # -- recompiles
-    def on_recompile_log(self, message: str) -> None:
-        head = _RECOMPILE.search(message)
-        reasons = [ln.strip()[2:] for ln in message.splitlines() if ln.strip().startswith("- ")]
-        reasons = [r for r in reasons if not r.startswith(("User stack", "  File"))]
-        text = "; ".join(r.split("  #")[0].strip() for r in reasons[:3]) or "guard failure"
-        if head:
-            text = f"{head['name']}: {text}"
-        with self.lock:
-            self.recompile_reasons.append(text)
 
 
 class FunctionIndex:

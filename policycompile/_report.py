@@ -134,13 +134,7 @@ def build_report(handle: PolicyHandle) -> Report:
 
     observer = handle.observer
     with observer.lock:
-        regions = tuple(
-            RegionReport(
-                s.name, s.rule, len(s.frames), s.graphs, s.recompiles, tuple(s.recompile_reasons)
-            )
-            for s in observer.regions.values()
-            if s.graphs or s.frames
-        )
+        stats = [s for s in observer.regions.values() if s.graphs or s.frames]
         breaks = tuple(
             BreakReport(
                 e.function,
@@ -156,6 +150,12 @@ def build_report(handle: PolicyHandle) -> Report:
             )
             for e in observer.breaks.values()
         )
+    regions = []
+    for s in stats:
+        again = observer.recompiles(s)
+        regions.append(
+            RegionReport(s.name, s.rule, len(s.frames), s.graphs, len(again), tuple(again))
+        )
     counts: dict[str, int] = defaultdict(int)
     for record in handle.records:
         for rule in set(record.plan.rules.values()):
@@ -167,7 +167,7 @@ def build_report(handle: PolicyHandle) -> Report:
         sha256=policy.fingerprint,
         torch_version=str(torch.__version__),
         audit=handle.audit,
-        regions=regions,
+        regions=tuple(regions),
         graph_breaks=breaks,
         unused_rules=tuple((r.pattern.text, r.position.short) for r in handle.unused_rules()),
         patched=tuple(sorted(counts.items())),

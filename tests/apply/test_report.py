@@ -1,0 +1,274 @@
+"""Reports and audit mode: breaks attributed to functions and rules, violations listed in one
+run, recompiles with reasons, the JSON shape, and robustness to user logging calls."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+import policycompile as pc
+from policycompile import _dynamo
+
+from .conftest import BACKEND, Modules, apply
+
+ROOT = Path(__file__).parent.parent.parent
+REPORT_SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+
+THREE = """
+import torch
+
+def first(x):
+    x = x + 1
+    torch._dynamo.graph_break()
+    return x * 2
+
+def second(x):
+    x = x - 1
+    print("second", tuple(x.shape))
+    return x * 3
+
+class Third:
+    def run(self, x):
+        x = x * 5
+        y = x.sum().item()
+        return x + y
+
+def entry(x):
+    return Third().run(second(first(x)))
+"""
+LINES = {"first": 6, "second": 11, "Third.run": 17}
+
+
+def three_policy(modules: Modules, name: str) -> Path:
+    return modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
+        f"  {name}.entry: {{compile: true}}\n"
+        f"  {name}.**: {{error_on_graph_break: true}}\n"
+    )
+
+
+def test_normal_run_raises_at_the_first_forbidden_break(modules: Modules) -> None:
+    name = modules.write(modules.name("three"), THREE)
+    with apply(three_policy(modules, name)) as handle:
+        mod = importlib.import_module(name)
+        with pytest.raises(torch._dynamo.exc.Unsupported) as info:
+            mod.entry(torch.ones(2))
+        handle.observer.record_exception(info.value)
+        report = handle.report()
+    (violation,) = report.violations
+    assert (violation.function, violation.line) == (f"{name}.first", LINES["first"])
+    assert violation.raised
+
+
+def test_audit_lists_all_three_and_finishes(
+    modules: Modules, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = modules.write(modules.name("three"), THREE)
+    policy = three_policy(modules, name)
+    with apply(policy, audit=True) as handle:
+        mod = importlib.import_module(name)
+        out = mod.entry(torch.ones(2))
+        report = handle.report()
+    assert torch.equal(out, torch.full((2,), 135.0))  # the program ran to the end
+    got = {(v.function, v.line) for v in report.violations}
+    assert got == {(f"{name}.{f}", line) for f, line in LINES.items()}
+    assert len(report.violations) == 3
+    for v in report.violations:
+        assert v.rule == f"{name}.** ({policy}:5)"
+        assert v.region == f"{name}.entry"
+        assert not v.allowed and not v.raised
+        assert v.file.endswith(f"{name}.py")
+    (region,) = report.regions
+    assert region.name == f"{name}.entry" and region.graphs >= 4
+    jsonschema.validate(report.to_dict(), REPORT_SCHEMA)
+    text = report.text()
+    assert f"governed by {name}.** ({policy}:5):" in text
+    assert text.count("VIOLATION") == 3
+
+
+def test_run_command_exits_non_zero_in_audit(tmp_path: Path) -> None:
+    (tmp_path / "three.py").write_text(
+        THREE + "\nif __name__ == '__main__':\n    entry(torch.ones(2))\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ncompile: {backend: eager}\ntargets:\n"
+        "  three.entry: {compile: true}\n  three.**: {error_on_graph_break: true}\n"
+    )
+    out = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policycompile",
+            "run",
+            "p.yaml",
+            "--audit",
+            "--report-json",
+            str(out),
+            "three.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 4, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    assert sorted(v["function"] for v in report["violations"]) == [
+        "three.Third.run",
+        "three.first",
+        "three.second",
+    ]
+    assert "policycompile report (audit)" in done.stderr
+    # without --audit: the program fails at the first break, with its own status
+    done = subprocess.run(
+        [sys.executable, "-m", "policycompile", "run", "p.yaml", "three.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Unsupported" in done.stderr and "VIOLATION three.first" in done.stderr
+
+
+def test_run_behaves_like_python(tmp_path: Path) -> None:
+    (tmp_path / "prog.py").write_text("import sys\nprint(__name__, sys.argv[1:])\nsys.exit(7)\n")
+    pkg = tmp_path / "tool"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("import sys\nprint(__name__, sys.argv[1:])\n")
+    (tmp_path / "p.yaml").write_text("version: 1\ntargets:\n  prog.**: {disable: true}\n")
+    run = [sys.executable, "-m", "policycompile", "run", "p.yaml"]
+    done = subprocess.run(
+        [*run, "prog.py", "-x", "--y"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (7, "__main__ ['-x', '--y']\n")
+    done = subprocess.run(
+        [*run, "-m", "tool", "a"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "__main__ ['a']\n"), done.stderr
+    done = subprocess.run(
+        [*run, "nothere.py"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2 and "no such file" in done.stderr
+
+
+ATTRIBUTION = """
+import torch
+
+def leaf(x):
+    return x.sum().item()  # break here; leaf has no rule of its own
+
+def helper(x):
+    return leaf(x) + 1
+
+class Model:
+    def step(self, x):
+        y = x * 2
+        torch._dynamo.graph_break()
+        return y + helper(y)
+
+def entry(x):
+    return Model().step(x)
+"""
+
+
+def test_attribution_through_methods_callees_and_resume_frames(modules: Modules) -> None:
+    name = modules.write(modules.name("attr"), ATTRIBUTION)
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
+        f"  {name}.entry: {{compile: true}}\n"
+        f"  {name}.helper: {{error_on_graph_break: true}}\n"
+        f"  {name}.Model.step: {{error_on_graph_break: false, reason: known break}}\n"
+    )
+    with apply(policy, audit=True) as handle:
+        importlib.import_module(name).entry(torch.ones(3))
+        report = handle.report()
+    by_function = {b.function: b for b in report.graph_breaks}
+    step = by_function[f"{name}.Model.step"]
+    assert step.allowed and step.rule == f"{name}.Model.step ({policy}:6)" and step.line == 13
+    # the break in leaf (no rule) is governed by its caller helper's rule, even though it is
+    # reached from the resume function Dynamo made after the break in step
+    leaf = by_function[f"{name}.leaf"]
+    assert not leaf.allowed and leaf.rule == f"{name}.helper ({policy}:5)"
+    assert [v.function for v in report.violations] == [f"{name}.leaf"]
+
+
+def test_recompiles_are_reported_with_their_reason(modules: Modules) -> None:
+    name = modules.write(modules.name("rc"), "def f(x):\n    return x * 2\n")
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}, dynamic: false}}\ntargets:\n"
+        f"  {name}.f: {{compile: true}}\n"
+    )
+    with apply(policy) as handle:
+        mod = importlib.import_module(name)
+        mod.f(torch.ones(2))
+        mod.f(torch.ones(5))
+        (region,) = handle.report().regions
+    assert region.graphs == 2 and region.recompiles == 1 and region.frames == 1
+    assert "size" in region.recompile_reasons[0] or "shape" in region.recompile_reasons[0]
+
+
+def test_user_logging_calls_and_reset_do_not_stop_recording(modules: Modules) -> None:
+    name = modules.write(
+        modules.name("lg"),
+        "import torch\ndef f(x):\n    x = x + 1\n    torch._dynamo.graph_break()\n    return x\n",
+    )
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n  {name}.f: {{compile: true}}\n"
+    )
+    with apply(policy) as handle:
+        mod = importlib.import_module(name)
+        torch._logging.set_logs(dynamo=40)  # what user code may do
+        torch._dynamo.reset()
+        mod.f(torch.ones(2))
+        report = handle.report()
+    torch._logging.set_logs()
+    (brk,) = report.graph_breaks
+    assert brk.function == f"{name}.f" and brk.line == 4 and brk.allowed and brk.rule is None
+
+
+def test_unused_rules_and_patched_counts(modules: Modules) -> None:
+    name = modules.write(modules.name("u"), "def a(x):\n    return x\ndef b(x):\n    return x\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.**: {{disable: true}}\n"
+        "  nothing.here.**: {disable: true}\n"
+    )
+    with apply(policy) as handle:
+        importlib.import_module(name)
+        report = handle.report()
+    assert report.unused_rules == (("nothing.here.**", f"{policy}:4"),)
+    assert report.patched == ((f"{name}.** ({policy}:3)", 2),)
+    doc = report.to_dict()
+    assert set(doc) >= {"policy", "torch", "regions", "graph_breaks", "violations", "unused_rules"}
+    assert doc["policy"]["sha256"] == handle.policy.fingerprint
+    assert doc["torch"]["version"] == torch.__version__
+
+
+def test_private_dynamo_details_hold_for_installed_torch() -> None:
+    assert isinstance(_dynamo.get_error_on_graph_break(), bool)
+    assert _dynamo.is_dynamo_compiling()() is False
+    assert _dynamo.current_compile_id() is None
+    for name in _dynamo.GRAPH_BREAK_LOGGERS:
+        assert name.startswith("torch._dynamo.")
+    assert isinstance(_dynamo.recompile_reasons(), dict)
+    import torch._dynamo.symbolic_convert as sc
+
+    assert sc.graph_break_log.name == _dynamo.GRAPH_BREAK_LOGGERS[0]
+    backend = _dynamo.make_backend("inductor", None, None, None)
+    assert getattr(backend, "compiler_name", None) == "inductor"
+    compiled = torch.compile(lambda x: x, backend="eager")
+    assert _dynamo.is_compiled_function(compiled)
+    assert not _dynamo.is_compiled_function(torch.compiler.disable(lambda x: x))
+    assert isinstance(pc.Report, type)

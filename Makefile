@@ -22,7 +22,12 @@ demo: $(STAMP)
 	$(VENV)/bin/policycompile validate policies/*.yaml
 	$(VENV)/bin/policycompile tree policies/demo.yaml
 	$(VENV)/bin/policycompile explain policies/demo.yaml policycompile.examples.tiny_transformer.DecoderBlock.forward
-	$(PY) -m policycompile.examples.demo --policy policies/demo.yaml
+	$(VENV)/bin/policycompile run policies/demo.yaml -m policycompile.examples.demo
+	@echo "--- the same under the strict profile, in audit mode: every violation in one run"
+	$(VENV)/bin/policycompile run policies/demo.yaml --profile strict --audit \
+		-m policycompile.examples.demo; status=$$?; \
+		echo "audit exit status $$status (4: the policy's violations were found)"; \
+		test $$status -eq 4
 
 test: $(STAMP) tools/node_modules/.package-lock.json
 	$(PY) -m pytest

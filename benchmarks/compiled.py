@@ -41,10 +41,10 @@ def hand_decorated_source() -> str:
     eogb_true = "@torch._dynamo.error_on_graph_break(True)\n"
     for name in ("rotate_half", "apply_rotary", "build"):
         src = src.replace(f"\ndef {name}(", f"\n{eogb_true}def {name}(")
-    src = src.replace(
-        "\ndef log_activation_stats(",
-        "\n@torch._dynamo.error_on_graph_break(False)\ndef log_activation_stats(",
-    )
+    for name in ("log_activation_stats", "check_finite"):
+        src = src.replace(
+            f"\ndef {name}(", f"\n@torch._dynamo.error_on_graph_break(False)\ndef {name}("
+        )
     lines = src.split("\n")
     out, cls = [], ""
     for line in lines:

@@ -357,7 +357,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             args.program_args,
             as_module=args.module is not None,
             on_defined=lambda module, name: handle.patch_module(module, only=name),
-            on_error=handle.observer.record_exception,
+            on_error=handle.record_exception,
         )
     except (FileNotFoundError, ModuleNotFoundError) as exc:
         print(f"policycompile run: {exc}", file=sys.stderr)

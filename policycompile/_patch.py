@@ -610,6 +610,14 @@ class PolicyHandle:
         """What happened so far under this policy: regions, graph breaks, violations."""
         return build_report(self)
 
+    def record_exception(self, exc: BaseException) -> None:
+        """Add a graph break that raised (fullgraph, error_on_graph_break) to the report.
+
+        Dynamo logs nothing for those; ``policycompile run`` and the pytest plugin call this
+        with the exception that reached them. Other exceptions are ignored.
+        """
+        self.observer.record_exception(exc)
+
     def unused_rules(self) -> list[Rule]:
         """Rules that matched no object in any module patched so far."""
         with self._lock:

@@ -59,7 +59,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None]:
     handle = item.config.stash.get(_HANDLE, None)
     if handle is not None and call.excinfo is not None:
-        handle.observer.record_exception(call.excinfo.value)
+        handle.record_exception(call.excinfo.value)
     yield
 
 

@@ -3,6 +3,8 @@ decorator: policies/demo.yaml decides how it is compiled."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +34,12 @@ def log_activation_stats(x: torch.Tensor) -> None:
         # which changes every call and would recompile.
         value = float(x.detach().abs().mean())
         STATS.append(value)
+
+
+def check_finite(x: torch.Tensor) -> None:
+    """Warn about NaN or inf activations: a branch on tensor data, a graph break."""
+    if not torch.isfinite(x).all():
+        warnings.warn("non-finite activations", RuntimeWarning, stacklevel=2)
 
 
 class RMSNorm(nn.Module):
@@ -84,7 +92,9 @@ class DecoderBlock(nn.Module):
         x = x + attended
         log_activation_stats(x)
         mixed: torch.Tensor = self.mlp(self.norm2(x))
-        return x + mixed
+        x = x + mixed
+        check_finite(x)
+        return x
 
 
 class TinyTransformer(nn.Module):

@@ -58,3 +58,43 @@ def test_demo_strict_profile_forbids_the_stats_hook() -> None:
         model = tiny_transformer.build(layers=1)
         with pytest.raises(torch._dynamo.exc.Unsupported), torch.no_grad():
             model(torch.zeros(1, 4, dtype=torch.long))
+
+
+@pytest.mark.inductor
+def test_make_demo_audit_lists_both_known_breaks(inductor_cache: None, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policycompile",
+            "run",
+            str(DEMO),
+            "--profile",
+            "strict",
+            "--audit",
+            "--report-json",
+            str(out),
+            "-m",
+            "policycompile.examples.demo",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "output equals eager: True" in done.stdout
+    report = json.loads(out.read_text())
+    prefix = "policycompile.examples.tiny_transformer."
+    assert sorted(v["function"] for v in report["violations"]) == [
+        f"{prefix}check_finite",
+        f"{prefix}log_activation_stats",
+    ]
+    (region,) = report["regions"]
+    assert region["name"] == f"{prefix}DecoderBlock.forward" and region["recompiles"] == 0

@@ -60,7 +60,7 @@ def test_normal_run_raises_at_the_first_forbidden_break(modules: Modules) -> Non
         mod = importlib.import_module(name)
         with pytest.raises(torch._dynamo.exc.Unsupported) as info:
             mod.entry(torch.ones(2))
-        handle.observer.record_exception(info.value)
+        handle.record_exception(info.value)
         report = handle.report()
     (violation,) = report.violations
     assert (violation.function, violation.line) == (f"{name}.first", LINES["first"])

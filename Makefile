@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --strict policycompile
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m benchmarks
 
 clean:

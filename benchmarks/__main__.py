@@ -1,8 +1,109 @@
-"""``python -m benchmarks``: run every benchmark and print its figures."""
+"""``python -m benchmarks`` (``make bench``): run every benchmark, print each report, and write
+benchmarks/RESULTS.md and benchmarks/results.json (median, min and max of every figure)."""
 
-from benchmarks import apply_cost, compiled, overhead, resolver
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import apply_cost, compiled, overhead, regional, resolver
+from benchmarks._harness import Timing
+
+HERE = Path(__file__).parent
+BENCHES = {
+    "resolver": resolver,
+    "overhead": overhead,
+    "apply": apply_cost,
+    "compiled": compiled,
+    "regional": regional,
+}
+
+
+def _unit(key: str) -> str:
+    for suffix, unit in (("_ms", "ms"), ("_mib", "MiB"), ("_s", "s"), ("_function", "s")):
+        if key.endswith(suffix):
+            return unit
+    return "s"
+
+
+def flatten(prefix: str, value: Any, out: dict[str, dict[str, Any]]) -> None:
+    """One key per figure: Timing -> median/min/max, numbers -> value."""
+    if isinstance(value, Timing):
+        out[prefix] = {
+            "median": value.median,
+            "min": value.min,
+            "max": value.max,
+            "unit": _unit(prefix),
+        }
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            flatten(f"{prefix}.{key}", inner, out)
+    elif isinstance(value, int | float):
+        out[prefix] = {"value": value}
+
+
+def machine() -> dict[str, str]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": str(torch.__version__),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write(
+    figures: dict[str, dict[str, Any]], reports: dict[str, str], info: dict[str, str]
+) -> None:
+    (HERE / "results.json").write_text(
+        json.dumps({"machine": info, "figures": figures}, indent=2) + "\n"
+    )
+    lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks`).", ""]
+    lines += ["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in info.items()]
+    lines += ["", "| figure | median | min | max | unit |", "|---|---|---|---|---|"]
+    for key, fig in figures.items():
+        if "median" in fig:
+            lines.append(
+                f"| {key} | {fig['median']:.6g} | {fig['min']:.6g} | {fig['max']:.6g} | {fig['unit']} |"
+            )
+        else:
+            lines.append(f"| {key} | {fig['value']:.6g} | | | |")
+    lines += ["", "## Reports", ""]
+    for name, text in reports.items():
+        lines += [f"### {name}", "", "```", text, "```", ""]
+    gpu = HERE / "GPU.md"
+    if gpu.exists():
+        lines += ["## GPU", "", gpu.read_text().strip(), ""]
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+
+
+def main(names: list[str]) -> None:
+    figures: dict[str, dict[str, Any]] = {}
+    reports: dict[str, str] = {}
+    for name in names or list(BENCHES):
+        bench = BENCHES[name]
+        results = bench.run()  # type: ignore[attr-defined]
+        reports[name] = bench.report(results)  # type: ignore[attr-defined]
+        print(reports[name], "\n", flush=True)
+        flatten(name, results, figures)
+    write(figures, reports, machine())
+
 
 if __name__ == "__main__":
-    for bench in (resolver, overhead, apply_cost, compiled):
-        print(bench.report(bench.run()))  # type: ignore[attr-defined]
-        print()
+    main(sys.argv[1:])

@@ -80,7 +80,8 @@ def write(
     for key, fig in figures.items():
         if "median" in fig:
             lines.append(
-                f"| {key} | {fig['median']:.6g} | {fig['min']:.6g} | {fig['max']:.6g} | {fig['unit']} |"
+                f"| {key} | {fig['median']:.6g} | {fig['min']:.6g} | {fig['max']:.6g}"
+                f" | {fig['unit']} |"
             )
         else:
             lines.append(f"| {key} | {fig['value']:.6g} | | | |")

@@ -115,7 +115,7 @@ def main() -> int:
     handle = policycompile.apply(ROOT / "policies" / "transformers-decoder.yaml", profile="")
     llama, ids = _llama("cuda")
     with torch.no_grad():
-        out, code = run_and_get_code(lambda: llama(ids, use_cache=False))
+        _, code = run_and_get_code(lambda: llama(ids, use_cache=False))
         llama_kernels = sum(c.count("@triton.jit") for c in code)
         policy_ms = _steady(lambda: llama(ids, use_cache=False))
         with torch.compiler.set_stance("force_eager"):

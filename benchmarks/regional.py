@@ -1,7 +1,7 @@
 """Regional compilation on a real model, side by side: eager, whole-model torch.compile, the
 hand-written per-layer recipe, accelerate's compile_regions, and policycompile with
 policies/transformers-decoder.yaml. Each variant runs in fresh processes: cold (empty Inductor
-cache), then warm (the same cache) twice."""
+cache), then warm (the same cache) three times, interleaved across variants."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def report(results: dict[str, Any]) -> str:
     for variant in VARIANTS:
         r = results[variant]
         lines.append(
-            f"  {variant:<11} {r['cold_first_call_s'].median:>11.2f} s {r['warm_first_call_s'].median:>11.2f} s"
+            f"  {variant:<11} {r['cold_first_call_s'].median:>11.2f} s"
+            f" {r['warm_first_call_s'].median:>11.2f} s"
             f" {r['steady_ms'].median:>7.2f} ms {r['graphs']:>6} {r['recompiles']:>10}"
             f" {r['peak_rss_mib']:>5.0f} MiB"
         )

@@ -72,7 +72,7 @@ def write(
     figures: dict[str, dict[str, Any]], reports: dict[str, str], info: dict[str, str]
 ) -> None:
     (HERE / "results.json").write_text(
-        json.dumps({"machine": info, "figures": figures}, indent=2) + "\n"
+        json.dumps({"machine": info, "figures": figures, "reports": reports}, indent=2) + "\n"
     )
     lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks`).", ""]
     lines += ["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in info.items()]
@@ -95,8 +95,17 @@ def write(
 
 
 def main(names: list[str]) -> None:
+    """Run the named benchmarks (all by default); a partial run keeps the other benchmarks'
+    saved figures rather than dropping them."""
     figures: dict[str, dict[str, Any]] = {}
     reports: dict[str, str] = {}
+    saved = HERE / "results.json"
+    if names and saved.exists():
+        previous = json.loads(saved.read_text())
+        reports = {k: v for k, v in previous.get("reports", {}).items() if k not in names}
+        figures = {
+            k: v for k, v in previous.get("figures", {}).items() if k.split(".")[0] not in names
+        }
     for name in names or list(BENCHES):
         bench = BENCHES[name]
         results = bench.run()  # type: ignore[attr-defined]

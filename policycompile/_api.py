@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import types
@@ -74,6 +75,10 @@ def apply(
             )
         handle = PolicyHandle(policy, _caller(), audit=audit)
         STATE.active = handle
+    # Patching allocates many small objects; a full collection over torch's heap in the middle
+    # of it costs more than the patching itself, and nothing here is garbage yet.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         handle.observer.install()
         for module in list(sys.modules.values()):
@@ -87,4 +92,7 @@ def apply(
     except BaseException:
         handle.undo()
         raise
+    finally:
+        if collecting:
+            gc.enable()
     return handle

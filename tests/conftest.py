@@ -1,7 +1,10 @@
-"""Shared fixtures: writing policy files."""
+"""Shared fixtures and helpers: writing policy files, running a fresh interpreter."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -29,3 +32,25 @@ def write_policy(tmp_path: Path) -> WritePolicy:
 @pytest.fixture(autouse=True)
 def _no_profile_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POLICYCOMPILE_PROFILE", raising=False)
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def python(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in a fresh process, in ``cwd``, with this checkout importable."""
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    full["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(cwd), str(ROOT), os.environ.get("PYTHONPATH")])
+    )
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -11,6 +11,8 @@ from torch._dynamo.utils import counters
 
 import policycompile as pc
 
+from ..conftest import python
+
 ROOT = Path(__file__).parent.parent.parent
 DEMO = ROOT / "policies" / "demo.yaml"
 
@@ -63,30 +65,22 @@ def test_demo_strict_profile_forbids_the_stats_hook() -> None:
 @pytest.mark.inductor
 def test_make_demo_audit_lists_both_known_breaks(inductor_cache: None, tmp_path: Path) -> None:
     import json
-    import subprocess
-    import sys
 
     out = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "policycompile",
-            "run",
-            str(DEMO),
-            "--profile",
-            "strict",
-            "--audit",
-            "--report-json",
-            str(out),
-            "-m",
-            "policycompile.examples.demo",
-        ],
+    done = python(
+        "-m",
+        "policycompile",
+        "run",
+        str(DEMO),
+        "--profile",
+        "strict",
+        "--audit",
+        "--report-json",
+        str(out),
+        "-m",
+        "policycompile.examples.demo",
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
     assert done.returncode == 4, done.stderr[-3000:]
     assert "output equals eager: True" in done.stdout

@@ -4,7 +4,6 @@ and the real start-up usage in a fresh process."""
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import policycompile as pc
 from policycompile._hook import ChainedLoader, PolicyFinder
 from policycompile._patch import patch_info
 
+from ..conftest import python
 from .conftest import Modules, apply
 
 ROOT = Path(__file__).parent.parent.parent
@@ -172,16 +172,7 @@ def test_under_pytest_assertion_rewriting(pytester: pytest.Pytester) -> None:
 
 
 def run_python(code: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{cwd}{os.pathsep}{ROOT}"}
-    return subprocess.run(
-        [sys.executable, *args, *(["-c", code] if code else [])],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return python(*args, *(["-c", code] if code else []), cwd=cwd, timeout=120)
 
 
 APP = """

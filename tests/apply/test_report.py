@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -16,6 +14,7 @@ import torch
 import policycompile as pc
 from policycompile import _dynamo
 
+from ..conftest import python
 from .conftest import BACKEND, Modules, apply
 
 ROOT = Path(__file__).parent.parent.parent
@@ -102,23 +101,16 @@ def test_run_command_exits_non_zero_in_audit(tmp_path: Path) -> None:
         "  three.entry: {compile: true}\n  three.**: {error_on_graph_break: true}\n"
     )
     out = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "policycompile",
-            "run",
-            "p.yaml",
-            "--audit",
-            "--report-json",
-            str(out),
-            "three.py",
-        ],
+    done = python(
+        "-m",
+        "policycompile",
+        "run",
+        "p.yaml",
+        "--audit",
+        "--report-json",
+        str(out),
+        "three.py",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
     )
     assert done.returncode == 4, done.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -130,14 +122,7 @@ def test_run_command_exits_non_zero_in_audit(tmp_path: Path) -> None:
     ]
     assert "policycompile report (audit)" in done.stderr
     # without --audit: the program fails at the first break, with its own status
-    done = subprocess.run(
-        [sys.executable, "-m", "policycompile", "run", "p.yaml", "three.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = python("-m", "policycompile", "run", "p.yaml", "three.py", cwd=tmp_path)
     assert done.returncode == 1
     assert "Unsupported" in done.stderr and "VIOLATION three.first" in done.stderr
 
@@ -149,18 +134,12 @@ def test_run_behaves_like_python(tmp_path: Path) -> None:
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text("import sys\nprint(__name__, sys.argv[1:])\n")
     (tmp_path / "p.yaml").write_text("version: 1\ntargets:\n  prog.**: {disable: true}\n")
-    run = [sys.executable, "-m", "policycompile", "run", "p.yaml"]
-    done = subprocess.run(
-        [*run, "prog.py", "-x", "--y"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    run = ["-m", "policycompile", "run", "p.yaml"]
+    done = python(*run, "prog.py", "-x", "--y", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (7, "__main__ ['-x', '--y']\n")
-    done = subprocess.run(
-        [*run, "-m", "tool", "a"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    done = python(*run, "-m", "tool", "a", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, "__main__ ['a']\n"), done.stderr
-    done = subprocess.run(
-        [*run, "nothere.py"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    done = python(*run, "nothere.py", cwd=tmp_path)
     assert done.returncode == 2 and "no such file" in done.stderr
 
 

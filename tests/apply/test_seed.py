@@ -20,9 +20,19 @@ HEADER = f"import torch\nBACKEND = {BACKEND!r}\n"
 @dataclass(frozen=True)
 class Cell:
     hand: str  # the seed's cell, decorators in the source
-    plain: str  # the same code without a decorator
     targets: str  # the policy's targets, `M` standing for the module's name
     error: bool  # what the seed says: does calling fn raise?
+
+    @property
+    def plain(self) -> str:
+        """The same code with every decorator (and the seed's monkeypatch line) taken out."""
+        kept = [
+            line
+            for line in textwrap.dedent(self.hand).splitlines()
+            if not line.strip().startswith("@torch.")
+            and "= torch._dynamo.error_on_graph_break(" not in line
+        ]
+        return "\n".join(kept) + "\n"
 
 
 CELLS = {
@@ -42,18 +52,6 @@ CELLS = {
         def fn(x):
             return inner(x)
         """,
-        plain="""
-        def code_with_a_difficult_graph_break(x):
-            x = x + 1
-            torch._dynamo.graph_break()
-            return x + 2
-
-        def inner(x):
-            return code_with_a_difficult_graph_break(x)
-
-        def fn(x):
-            return inner(x)
-        """,
         targets="""
           M.code_with_a_difficult_graph_break: {error_on_graph_break: false}
           M.fn: {compile: true, error_on_graph_break: true}
@@ -64,13 +62,6 @@ CELLS = {
         hand="""
         @torch._dynamo.error_on_graph_break(True)
         @torch.compile(backend=BACKEND)
-        def fn(x):
-            x = x + 1
-            with torch._dynamo.error_on_graph_break(False):
-                torch._dynamo.graph_break()
-            return x + 2
-        """,
-        plain="""
         def fn(x):
             x = x + 1
             with torch._dynamo.error_on_graph_break(False):
@@ -98,18 +89,6 @@ CELLS = {
         def fn(x):
             return tp_mod.forward(x)
         """,
-        plain="""
-        class ThirdPartyModule(torch.nn.Module):
-            def forward(self, x):
-                x = x + 1
-                torch._dynamo.graph_break()
-                return x + 2
-
-        tp_mod = ThirdPartyModule()
-
-        def fn(x):
-            return tp_mod.forward(x)
-        """,
         targets="""
           M.ThirdPartyModule.forward: {error_on_graph_break: false}
           M.fn: {compile: true, error_on_graph_break: true}
@@ -128,20 +107,6 @@ CELLS = {
             return inner2(x)
 
         @torch.compile(backend=BACKEND)
-        def fn(x):
-            x = x + 4
-            torch._dynamo.graph_break()  # no error
-            return inner(x)
-        """,
-        plain="""
-        def inner2(x):
-            x = x + 1
-            torch._dynamo.graph_break()  # error
-            return x + 2
-
-        def inner(x):
-            return inner2(x)
-
         def fn(x):
             x = x + 4
             torch._dynamo.graph_break()  # no error
@@ -169,19 +134,6 @@ CELLS = {
         def fn(x):
             return inner2(x)
         """,
-        plain="""
-        def inner(x):
-            x = x + 1
-            torch._dynamo.graph_break()
-            return x + 2
-
-        def inner2(x):
-            with torch._dynamo.error_on_graph_break(False):
-                return inner(x)
-
-        def fn(x):
-            return inner2(x)
-        """,
         targets="""
           M.fn: {compile: true, error_on_graph_break: true}
         """,
@@ -203,20 +155,6 @@ CELLS = {
         def fn(x):
             return inner2(x)
         """,
-        plain="""
-        def inner(x):
-            x = x + 1
-            with torch._dynamo.error_on_graph_break(False):
-                torch._dynamo.graph_break()
-            return x + 2
-
-        def inner2(x):
-            with torch._dynamo.error_on_graph_break(True):
-                return inner(x)
-
-        def fn(x):
-            return inner2(x)
-        """,
         targets="""
           M.fn: {compile: true}
         """,
@@ -231,15 +169,6 @@ CELLS = {
             return x + 2
 
         @torch.compile(backend=BACKEND, fullgraph=True)
-        def fn(x):
-            return inner(x)
-        """,
-        plain="""
-        def inner(x):
-            x = x + 1
-            torch._dynamo.graph_break()
-            return x + 2
-
         def fn(x):
             return inner(x)
         """,
@@ -261,15 +190,6 @@ CELLS = {
         def fn(x):
             return inner(x)
         """,
-        plain="""
-        def inner(x):
-            x = x + 1
-            torch._dynamo.graph_break()
-            return x + 2
-
-        def fn(x):
-            return inner(x)
-        """,
         targets="""
           M.inner: {fullgraph: false}
           M.fn: {fullgraph: true}
@@ -285,15 +205,6 @@ CELLS = {
             return x + 2
 
         @torch.compile(backend=BACKEND, fullgraph=False)
-        def fn(x):
-            return inner(x)
-        """,
-        plain="""
-        def inner(x):
-            x = x + 1
-            torch._dynamo.graph_break()
-            return x + 2
-
         def fn(x):
             return inner(x)
         """,
@@ -323,7 +234,7 @@ def test_policy_equals_hand_decorators(modules: Modules, cell: str, when: str) -
     assert (expected.error is not None) == spec.error, expected
     assert expected.graphs > 0 or expected.error is not None
 
-    name = modules.write(modules.name("plain"), HEADER + textwrap.dedent(spec.plain))
+    name = modules.write(modules.name("plain"), HEADER + spec.plain)
     policy = modules.policy(policy_text(spec.targets, name))
     if when == "before_import":
         handle = apply(policy)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from ..conftest import python
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -78,16 +77,7 @@ def test_llama_regional_compile_through_a_policy(tmp_path: Path) -> None:
     before = hashlib.sha256(source.read_bytes()).hexdigest()
     (tmp_path / "policy.yaml").write_text(textwrap.dedent(POLICY))
     (tmp_path / "run.py").write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "run.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = python("run.py", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     prefix = "transformers.models.llama.modeling_llama."

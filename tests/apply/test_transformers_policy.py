@@ -4,12 +4,11 @@ layer compiled, one graph shared by all layers, outputs equal to eager."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from ..conftest import python
 
 ROOT = Path(__file__).parent.parent.parent
 BUNDLED = ROOT / "policies" / "transformers-decoder.yaml"
@@ -60,16 +59,7 @@ def run(tmp_path: Path, family: str, profile: str = "") -> dict[str, object]:
         f"version: 1\nextends: {BUNDLED}\ncompile: {{backend: count}}\ntargets: {{}}\n"
     )
     (tmp_path / "run.py").write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "run.py", family, profile],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = python("run.py", family, profile, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result

@@ -89,8 +89,15 @@ def write(
     for name, text in reports.items():
         lines += [f"### {name}", "", "```", text, "```", ""]
     gpu = HERE / "GPU.md"
+    lines += ["## GPU (Triton)", ""]
     if gpu.exists():
-        lines += ["## GPU", "", gpu.read_text().strip(), ""]
+        lines += [gpu.read_text().strip(), ""]
+    else:
+        lines += [
+            "Not measured yet: no GPU machine was at hand. On one, run"
+            " `python -m benchmarks.gpu` and save the table it prints as `benchmarks/GPU.md`.",
+            "",
+        ]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
 
 

@@ -376,3 +376,24 @@ def test_plan_decorators_read_like_the_source(modules: Modules) -> None:
             "@torch.compile(backend='eager', fullgraph=True)",
         ]
     assert isinstance(pc.PolicyHandle, type)
+
+
+def test_nested_classes_are_reached(modules: Modules) -> None:
+    name = modules.write(
+        modules.name("m"),
+        """
+        class Outer:
+            class Inner:
+                def deep(self, x):
+                    return x
+            def shallow(self, x):
+                return x
+        """,
+    )
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.Outer.Inner: {{error_on_graph_break: true}}\n"
+    )
+    with apply(policy) as handle:
+        mod = importlib.import_module(name)
+        assert [r.plan.target.display for r in handle.records] == [f"{name}.Outer.Inner.deep"]
+        assert mod.Outer.Inner().deep(3) == 3

@@ -59,6 +59,16 @@ def hand_decorated_source() -> str:
     return "\n".join(out)
 
 
+def _warm_up(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[int, int]:
+    """Call twice (compile, then reuse); the graphs and recompiles that took."""
+    GRAPHS["n"] = 0
+    counters.clear()
+    with torch.no_grad():
+        model(tokens)
+        model(tokens)
+    return GRAPHS["n"], int(sum(counters["recompiles"].values()))
+
+
 def _latency(model: torch.nn.Module, tokens: torch.Tensor, n: int = 60) -> list[float]:
     samples = []
     with torch.no_grad():
@@ -84,27 +94,14 @@ def run() -> dict[str, Any]:
         sys.path.insert(0, tmp)
         try:
             torch._dynamo.reset()
-            counters.clear()
-            GRAPHS["n"] = 0
-            hand_mod = importlib.import_module("tiny_transformer_hand")
-            hand = hand_mod.build()
-            with torch.no_grad():
-                hand(tokens)
-                hand(tokens)
-            results["hand_graphs"] = GRAPHS["n"]
-            results["hand_recompiles"] = int(sum(counters["recompiles"].values()))
+            hand = importlib.import_module("tiny_transformer_hand").build()
+            results["hand_graphs"], results["hand_recompiles"] = _warm_up(hand, tokens)
 
-            GRAPHS["n"] = 0
-            counters.clear()
             handle = pc.apply(policy)
             sys.modules.pop("policycompile.examples.tiny_transformer", None)
             tt = importlib.import_module("policycompile.examples.tiny_transformer")
             model = tt.build()
-            with torch.no_grad():
-                model(tokens)
-                model(tokens)
-            results["policy_graphs"] = GRAPHS["n"]
-            results["policy_recompiles"] = int(sum(counters["recompiles"].values()))
+            results["policy_graphs"], results["policy_recompiles"] = _warm_up(model, tokens)
 
             hand_s, policy_s = [], []
             for _ in range(5):  # alternate blocks of calls

@@ -379,24 +379,14 @@ class AliasRecord:
         return True
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """An object a rule reached that was left alone, and why."""
-
-    name: str
-    why: str
-
-
 @dataclass
 class ModulePlan:
     """Everything the policy does to one module."""
 
     module: str
     plans: list[Plan] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    problems: list[PolicyError] = field(
-        default_factory=list
-    )  # missing or unpatchable exact targets
+    # exact targets that are missing or cannot be patched
+    problems: list[PolicyError] = field(default_factory=list)
 
 
 def plan_module(
@@ -584,7 +574,6 @@ class PolicyHandle:
         self._aliases: list[AliasRecord] = []
         self._matched: set[Rule] = set()
         self._patched_modules: set[str] = set()
-        self.skipped: list[Skipped] = []
         self.warnings: list[str] = []
         self.finder: Any = None
         self.active = True

@@ -1,11 +1,12 @@
-"""A real third-party library patched only through a policy: transformers' Llama, built
-from a config (random weights, nothing downloaded), in a fresh process."""
+"""A real third-party library patched only through a policy, in a fresh process: transformers'
+decoder-only models built from a config (random weights, nothing downloaded). A hand-written
+policy on Llama, and policies/transformers-decoder.yaml on two families (Llama, Qwen2): every
+decoder layer compiled, one graph shared by all layers, outputs equal to eager."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ import pytest
 from ..conftest import python
 
 ROOT = Path(__file__).parent.parent.parent
+BUNDLED = ROOT / "policies" / "transformers-decoder.yaml"
 
-POLICY = """
+# Exact names only, written by hand for one family.
+HAND_POLICY = """\
 version: 1
 compile: {backend: count, dynamic: false}
 targets:
@@ -27,6 +30,9 @@ targets:
     error_on_graph_break: true
 """
 
+# The bundled policy, with a counting backend in place of Inductor: `extends` layers it.
+BUNDLED_POLICY = f"version: 1\nextends: {BUNDLED}\ncompile: {{backend: count}}\ntargets: {{}}\n"
+
 SCRIPT = """
 import json, sys, torch
 import policycompile
@@ -38,54 +44,80 @@ def count(gm, example_inputs):
     graphs.append(gm)
     return gm.forward
 
-handle = policycompile.apply("policy.yaml")
-assert "transformers" not in sys.modules or True
+handle = policycompile.apply("policy.yaml", profile=sys.argv[2] or None)
+assert "transformers" not in sys.modules  # patched by the import hook, not afterwards
 import transformers
-from transformers import LlamaConfig, LlamaForCausalLM
 
-config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                     num_attention_heads=4, num_key_value_heads=2, vocab_size=128,
-                     max_position_embeddings=64)
+family = sys.argv[1]
+sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=8, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=128, max_position_embeddings=64)
+config = getattr(transformers, family + "Config")(**sizes)
 torch.manual_seed(0)
-model = LlamaForCausalLM(config).eval()
+model = getattr(transformers, family + "ForCausalLM")(config).eval()
 ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
 with torch.no_grad():
-    first = model(ids, use_cache=False).logits
-    after_first = len(graphs)
-    second = model(ids, use_cache=False).logits
-    after_second = len(graphs)
-patched = sorted(r.plan.target.display for r in handle.records)
-handle.undo()
-with torch.no_grad():
-    eager = model(ids, use_cache=False).logits
+    out = model(ids, use_cache=False).logits
+    first = len(graphs)
+    again = model(ids, use_cache=False).logits
+    second = len(graphs)
+    with torch.compiler.set_stance("force_eager"):
+        eager = model(ids, use_cache=False).logits
+report = handle.report()
 print(json.dumps({
-    "patched": patched,
-    "graphs_first": after_first,
-    "graphs_second": after_second,
-    "close": bool(torch.allclose(first, eager, atol=1e-5, rtol=1e-5)),
-    "same_twice": bool(torch.equal(first, second)),
-    "file": transformers.models.llama.modeling_llama.__file__,
+    "patched": sorted(r.plan.target.display for r in handle.records),
+    "graphs": [first, second],
+    "close": bool(torch.allclose(out, eager, atol=1e-5, rtol=1e-5)),
+    "same_twice": bool(torch.equal(out, again)),
+    "regions": [[r.name, r.graphs, r.recompiles] for r in report.regions],
+    "violations": len(report.violations),
 }))
 """
 
 
-def test_llama_regional_compile_through_a_policy(tmp_path: Path) -> None:
+def run(tmp_path: Path, policy: str, family: str, profile: str = "") -> dict[str, object]:
+    pytest.importorskip("transformers")
+    (tmp_path / "policy.yaml").write_text(policy)
+    (tmp_path / "run.py").write_text(SCRIPT)
+    done = python("run.py", family, profile, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_llama_regional_compile_through_a_hand_written_policy(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     import transformers.models.llama.modeling_llama as modeling
 
     source = Path(modeling.__file__)
     before = hashlib.sha256(source.read_bytes()).hexdigest()
-    (tmp_path / "policy.yaml").write_text(textwrap.dedent(POLICY))
-    (tmp_path / "run.py").write_text(SCRIPT)
-    done = python("run.py", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run(tmp_path, HAND_POLICY, "Llama")
     prefix = "transformers.models.llama.modeling_llama."
-    assert f"{prefix}LlamaDecoderLayer.forward" in result["patched"]
-    assert f"{prefix}apply_rotary_pos_emb" in result["patched"]
-    assert f"{prefix}LlamaRMSNorm.forward" in result["patched"]
-    assert result["close"] and result["same_twice"]
-    # one graph serves all four layers, and the second call compiles nothing
-    assert result["graphs_first"] == 1
-    assert result["graphs_second"] == result["graphs_first"]
+    patched = result["patched"]
+    assert isinstance(patched, list)
+    assert f"{prefix}LlamaDecoderLayer.forward" in patched
+    assert f"{prefix}apply_rotary_pos_emb" in patched
+    assert f"{prefix}LlamaRMSNorm.forward" in patched
+    assert result["close"] is True and result["same_twice"] is True
+    # one graph serves all eight layers, and the second call compiles nothing
+    assert result["graphs"] == [1, 1]
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize(("family", "module"), [("Llama", "llama"), ("Qwen2", "qwen2")])
+def test_bundled_policy_compiles_each_family_once(tmp_path: Path, family: str, module: str) -> None:
+    result = run(tmp_path, BUNDLED_POLICY, family)
+    prefix = f"transformers.models.{module}.modeling_{module}."
+    patched = result["patched"]
+    assert isinstance(patched, list)
+    assert f"{prefix}{family}DecoderLayer.forward" in patched
+    assert f"{prefix}{family}MLP.forward" in patched
+    assert f"{prefix}{family}RMSNorm.forward" in patched
+    assert result["graphs"] == [1, 1], "one graph for all 8 layers, nothing recompiled"
+    assert result["close"] is True and result["same_twice"] is True
+    assert result["regions"] == [[f"{prefix}{family}DecoderLayer.forward", 1, 0]]
+    assert result["violations"] == 0
+
+
+def test_bundled_strict_profile_holds_for_llama(tmp_path: Path) -> None:
+    result = run(tmp_path, BUNDLED_POLICY, "Llama", "strict")
+    assert result["graphs"] == [1, 1] and result["violations"] == 0

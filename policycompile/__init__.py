@@ -18,8 +18,8 @@ from ._errors import PolicySyntaxError as PolicySyntaxError
 from ._errors import PolicyTargetError as PolicyTargetError
 from ._errors import PolicyWarning as PolicyWarning
 from ._errors import Position as Position
+from ._handle import PolicyHandle as PolicyHandle
 from ._patch import Plan as Plan
-from ._patch import PolicyHandle as PolicyHandle
 from ._policy import Policy as Policy
 from ._report import BreakReport as BreakReport
 from ._report import RegionReport as RegionReport

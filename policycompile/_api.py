@@ -5,15 +5,12 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import types
 
 from ._errors import PolicyStateError
-from ._hook import PolicyFinder
+from ._handle import STATE, PolicyHandle
 from ._load import MAX_BYTES
 from ._load import load as _load
-from ._patch import STATE, PolicyHandle
 from ._policy import Policy
-from ._targets import policy_module_name
 from ._tree import Explanation
 
 
@@ -80,15 +77,7 @@ def apply(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        handle.observer.install()
-        for module in list(sys.modules.values()):
-            if isinstance(module, types.ModuleType) and policy.tree.covers_module(
-                policy_module_name(module)
-            ):
-                handle.patch_module(module)
-        handle.rebind_aliases()
-        handle.finder = PolicyFinder(policy.tree.covers_module, handle.patch_module)
-        handle.finder.install()
+        handle.start()
     except BaseException:
         handle.undo()
         raise

@@ -300,11 +300,13 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
     matched: set[Any] = set()
     plans = []
     problems = []
-    for module in sorted(
-        (m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)),
-        key=lambda m: m.__name__,
-    ):
-        if policy.tree.covers_module(policy_module_name(module)):
+    named = [
+        (name, m)
+        for m in list(sys.modules.values())
+        if isinstance(m, types.ModuleType) and (name := policy_module_name(m)) is not None
+    ]
+    for name, module in sorted(named, key=lambda nm: nm[0]):
+        if policy.tree.covers_module(name):
             mp = plan_module(policy, module, matched)
             plans.extend(mp.plans)
             problems.extend(mp.problems)

@@ -7,6 +7,7 @@ moves one fails there, by name, rather than somewhere deep in a wrapper.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -121,8 +122,73 @@ def exception_stack(exc: BaseException) -> list[tuple[str, int, str]]:
     return [(f.filename, int(f.lineno or 0), f.name) for f in stack]
 
 
-def is_graph_break_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is Dynamo refusing a graph break (fullgraph or error_on_graph_break)."""
+def graph_break_error() -> type[BaseException]:
+    """The exception Dynamo raises for a graph break it refuses (fullgraph or
+    error_on_graph_break)."""
     from torch._dynamo.exc import Unsupported
 
-    return isinstance(exc, Unsupported)
+    return Unsupported
+
+
+def is_graph_break_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Dynamo refusing a graph break (fullgraph or error_on_graph_break)."""
+    return isinstance(exc, graph_break_error())
+
+
+def exception_compile_id(exc: BaseException) -> str | None:
+    """``"frame/attempt"`` of the compile that raised ``exc`` (Dynamo sets ``compile_id``)."""
+    cid = getattr(exc, "compile_id", None)
+    return str(cid) if cid is not None else None
+
+
+def tracing_backend(accept: Callable[[Any], bool]) -> Any:
+    """The backend object given to ``torch.compile`` for the frame being traced right now,
+    if ``accept`` recognises it.
+
+    Called from a graph-break log record, which Dynamo emits synchronously while tracing:
+    the root tracer is thread-local, its output graph holds the compiler, which Dynamo
+    wraps in ``WrapBackendDebug`` (``_torchdynamo_orig_backend``) around torch.compile's
+    ``_TorchCompileWrapper`` (``compiler_fn``).
+    """
+    from torch._dynamo.symbolic_convert import InstructionTranslator
+
+    try:
+        tx = InstructionTranslator.current_tx()
+    except AttributeError:  # not tracing
+        return None
+    fn = getattr(getattr(tx, "output", None), "compiler_fn", None)
+    for _ in range(8):
+        if fn is None or accept(fn):
+            return fn
+        fn = getattr(fn, "_torchdynamo_orig_backend", None) or getattr(fn, "compiler_fn", None)
+    return None
+
+
+@dataclass(frozen=True)
+class FailedCompile:
+    """A compile that raised, as Dynamo's compilation metrics keep it."""
+
+    compile_id: str
+    code: tuple[str, str, int]  # (co_filename, co_name, co_firstlineno) of the root frame
+    file: str
+    line: int
+    reason: str
+
+
+def failed_compiles() -> list[FailedCompile]:
+    """Compiles that raised a graph-break error, from Dynamo's compilation metrics (the last
+    64, until ``torch._dynamo.reset()``): what a report needs of a break that user code
+    caught before policycompile saw it."""
+    from torch._dynamo.utils import get_compilation_metrics
+
+    out = []
+    for m in get_compilation_metrics():
+        if getattr(m, "fail_type", None) != graph_break_error().__qualname__:
+            continue
+        file, line = getattr(m, "fail_user_frame_filename", None), m.fail_user_frame_lineno
+        if file is None or line is None or m.co_filename is None:
+            continue
+        code = (str(m.co_filename), str(m.co_name), int(m.co_firstlineno or 0))
+        reason = str(getattr(m, "fail_reason", "") or "")
+        out.append(FailedCompile(str(m.compile_id), code, str(file), int(line), reason))
+    return out

@@ -1,4 +1,5 @@
-"""The import hook: a meta-path finder that chains the real loader and patches after exec."""
+"""The import hook: a meta-path finder that chains the real loader and patches after exec, and
+a watch on modules that are still executing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ class ChainedLoader(importlib.abc.Loader):
     """Runs the real loader's ``exec_module``, puts the real loader back on the module, then
     calls the hook. Everything else (``get_code`` for runpy, resources) goes to the real one."""
 
-    def __init__(self, loader: Any, hook: Callable[[types.ModuleType], object]) -> None:
+    def __init__(
+        self, loader: Any, hook: Callable[[types.ModuleType, list[types.ModuleType]], object]
+    ) -> None:
         self.loader = loader
         self.hook = hook
 
@@ -28,8 +31,14 @@ class ChainedLoader(importlib.abc.Loader):
         spec = getattr(module, "__spec__", None)
         if spec is not None and spec.loader is self:
             spec.loader = self.loader
+        before = set(sys.modules)
         self.loader.exec_module(module)
-        self.hook(module)
+        fresh = [
+            m
+            for name in set(sys.modules) - before
+            if isinstance(m := sys.modules.get(name), types.ModuleType)
+        ]
+        self.hook(module, fresh)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)
@@ -38,15 +47,26 @@ class ChainedLoader(importlib.abc.Loader):
 class PolicyFinder(importlib.abc.MetaPathFinder):
     """Asks the finders behind it for the spec of a covered module and chains its loader.
 
+    It must stay first: a finder inserted in front of it later (pytest's assertion rewriter,
+    typeguard) would answer for covered modules itself. So every call checks its place,
+    moves back to the front, and tells ``displaced`` so that what was imported meanwhile
+    is patched; the finders now behind it are still asked, in their order.
+
     :param covers: a pure, fast function of the module name: does the policy concern it?
-    :param hook: called with each covered module right after it executed.
+    :param hook: called with each covered module right after it executed, and the modules
+        imported while it executed.
+    :param on_displaced: called after the finder moved back in front of another.
     """
 
     def __init__(
-        self, covers: Callable[[str], bool], hook: Callable[[types.ModuleType], object]
+        self,
+        covers: Callable[[str], bool],
+        hook: Callable[[types.ModuleType, list[types.ModuleType]], object],
+        on_displaced: Callable[[], object] = lambda: None,
     ) -> None:
         self.covers = covers
         self.hook = hook
+        self.on_displaced = on_displaced
         self._local = threading.local()
 
     def find_spec(
@@ -55,6 +75,9 @@ class PolicyFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
+        if self.displaced():
+            self.install()
+            self.on_displaced()
         if not self.covers(fullname):
             return None
         busy: set[str] = self._local.__dict__.setdefault("busy", set())
@@ -84,7 +107,14 @@ class PolicyFinder(importlib.abc.MetaPathFinder):
                 return spec  # type: ignore[no-any-return]
         return None
 
+    def displaced(self) -> bool:
+        """Whether another finder stands in front of this one."""
+        path = sys.meta_path
+        return bool(path) and path[0] is not self and self in path
+
     def install(self) -> None:
+        """Put the finder first on ``sys.meta_path`` (moving it there if it is already on)."""
+        self.uninstall()
         sys.meta_path.insert(0, self)
 
     def uninstall(self) -> None:
@@ -94,3 +124,71 @@ class PolicyFinder(importlib.abc.MetaPathFinder):
 
     def invalidate_caches(self) -> None:
         pass
+
+
+# -- modules still executing ----------------------------------------------------------------
+#
+# importlib marks a module's spec with ``_initializing = True`` while the module executes and
+# sets it back to False in the importing thread right after, before the import returns to
+# the importer. A module found half executed (another thread is importing it, or ``apply``
+# was called from inside it) is watched by giving its spec a subclass whose
+# ``_initializing`` setter calls back at that moment.
+
+_WATCHING: dict[type, type] = {}
+_CALLBACK = "_policycompile_when_executed"
+_VALUE = "_policycompile_initializing"
+
+
+def is_executing(module: types.ModuleType) -> bool:
+    """Whether ``module`` is still executing its top-level code (being imported)."""
+    spec = vars(module).get("__spec__")
+    return spec is not None and getattr(spec, "_initializing", False) is True
+
+
+def _watching_class(cls: type) -> type:
+    sub = _WATCHING.get(cls)
+    if sub is not None:
+        return sub
+
+    def get(spec: Any) -> Any:
+        return vars(spec).get(_VALUE, False)
+
+    def set_(spec: Any, value: Any) -> None:
+        callback = vars(spec).get(_CALLBACK)
+        _unwatch(spec, value)
+        if not value and callback is not None:
+            callback()
+
+    sub = type(cls.__name__, (cls,), {"_initializing": property(get, set_)})
+    sub.__qualname__ = cls.__qualname__
+    sub.__module__ = cls.__module__
+    _WATCHING[cls] = sub
+    _WATCHING[sub] = sub
+    return sub
+
+
+def _unwatch(spec: Any, value: Any) -> None:
+    cls = type(spec)
+    if _WATCHING.get(cls) is cls:
+        spec.__class__ = cls.__mro__[1]
+    vars(spec).pop(_CALLBACK, None)
+    vars(spec).pop(_VALUE, None)
+    spec._initializing = value
+
+
+def when_executed(module: types.ModuleType, callback: Callable[[types.ModuleType], object]) -> None:
+    """Call ``callback(module)`` in the importing thread once ``module`` has executed."""
+    spec = vars(module).get("__spec__")
+    if spec is None:
+        return
+    value = vars(spec).pop("_initializing", True)
+    vars(spec)[_VALUE] = value
+    vars(spec)[_CALLBACK] = lambda: callback(module)
+    spec.__class__ = _watching_class(type(spec))
+
+
+def stop_watching(module: types.ModuleType) -> None:
+    """Forget a watch set by :func:`when_executed` (the module keeps executing as it was)."""
+    spec = vars(module).get("__spec__")
+    if spec is not None and _CALLBACK in vars(spec):
+        _unwatch(spec, vars(spec).get(_VALUE, False))

@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +18,10 @@ from ._targets import module_targets
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>\S+)', re.M)
 _WHERE = re.compile(r"in user code at (?P<file>.+):(?P<line>\d+)")
 _RESUME = re.compile(r"^torch_dynamo_resume_in_(?P<name>.+)_at_\d+$")
-_WRAPPER_FILES = ("<policycompile ",)
+#: Every policy wrapper's code has a file name starting with this (see ``_patch.label``).
+WRAPPER_FILE_PREFIX = "<policycompile "
 _CONSEQUENCES = ("Failed to handle graph break gracefully",)
+_RECORDED = "__policycompile_recorded__"
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,20 @@ class RegionStats:
     """What happened under one compile entry."""
 
     name: str
-    rule: str | None
+    plan: Any  # the compile entry's Plan
     frames: set[int] = field(default_factory=set)
     graphs: int = 0
     compiles: set[tuple[int, int]] = field(default_factory=set)  # (frame id, compile id)
+    failed: set[str] = field(default_factory=set)  # compiles that raised ("frame/attempt")
+
+    @property
+    def rule(self) -> str | None:
+        rule: str | None = self.plan.rules.get("compile")
+        return rule
+
+    @property
+    def fullgraph(self) -> bool:
+        return bool(self.plan.compile.get("fullgraph"))
 
 
 @dataclass
@@ -153,24 +165,37 @@ def parse_graph_break(message: str) -> tuple[Frame | None, str, list[Frame]]:
 
 def short_reason(exc: BaseException) -> str:
     """The first line of a Dynamo error that says what the break was."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith("Encountered graph break when")]
-    return lines[0] if lines else type(exc).__name__
+    return short_reason_text(str(exc)) if str(exc).strip() else type(exc).__name__
 
 
 class Observer:
     """Collects graphs, breaks and recompiles while a policy is applied.
 
-    :param lookup: maps frames to functions, qualified names and the policy's plans.
+    A graph break is attributed by the frames on its stack: the eager Python frames around
+    the compile, then the frames Dynamo traced. Policy wrappers are recognised by their code's
+    file name (``wrappers``, ``entries``), so attribution goes by the wrapper, and so by the
+    target and rule, even where targets share a code object.
+
+    :param index: maps frames to qualified names.
+    :param audit: whether the policy's wrappers were built relaxed; then whether a break is
+        allowed is decided from the policy, else Dynamo decided it (a break it logged was
+        allowed, one it raised was not).
     """
 
-    def __init__(self, lookup: FunctionIndex) -> None:
-        self.index = lookup
+    def __init__(self, index: FunctionIndex, *, audit: bool = False) -> None:
+        self.index = index
+        self.audit = audit
         self.lock = threading.Lock()
         self.regions: dict[str, RegionStats] = {}
         self.breaks: dict[tuple[str, str, int, str], BreakEvent] = {}
+        #: file name of an error_on_graph_break wrapper's code -> its Plan
+        self.wrappers: dict[str, Any] = {}
+        #: file name of a compile entry's trampoline (methods) -> its Plan
+        self.entries: dict[str, Any] = {}
         self._seen: set[tuple[tuple[str, str, int, str], int | None]] = set()
         self._stacks: dict[tuple[str, int], list[Frame]] = {}
+        self._frame_regions: dict[int, RegionStats] = {}
+        self._raised: set[str] = set()  # compile ids of raised breaks already recorded
         self.current_test: str | None = None
         self.taps = [LogTap(n, self.on_graph_break_log) for n in _dynamo.GRAPH_BREAK_LOGGERS]
 
@@ -183,9 +208,12 @@ class Observer:
             tap.uninstall()
 
     # -- regions
-    def region(self, name: str, rule: str | None) -> RegionStats:
+    def region(self, name: str, plan: Any) -> RegionStats:
         with self.lock:
-            return self.regions.setdefault(name, RegionStats(name, rule))
+            stats = self.regions.get(name)
+            if stats is None:
+                stats = self.regions[name] = RegionStats(name, plan)
+            return stats
 
     def on_graph(self, region: RegionStats) -> None:
         cid = _dynamo.current_compile_id()
@@ -195,6 +223,7 @@ class Observer:
                 return
             region.frames.add(cid[0])
             region.compiles.add(cid)
+            self._frame_regions[cid[0]] = region
 
     def recompiles(self, region: RegionStats) -> list[str]:
         """The region's recompiles (frames compiled again), each with its guard failure."""
@@ -202,6 +231,16 @@ class Observer:
         with self.lock:
             again = sorted(c for c in region.compiles if c[1] > 0)
         return [reasons.get(c, "reason no longer known (torch._dynamo.reset)") for c in again]
+
+    def _tracing_region(self) -> RegionStats | None:
+        backend = _dynamo.tracing_backend(lambda b: isinstance(b, ObservedBackend))
+        return backend.stats if isinstance(backend, ObservedBackend) else None
+
+    def _region_of_code(self, code: tuple[str, str, int]) -> RegionStats | None:
+        """The compile entry whose function has this code, when exactly one has it."""
+        with self.lock:
+            found = [r for r in self.regions.values() if _code_key(r.plan.target.func) == code]
+        return found[0] if len(found) == 1 else None
 
     # -- graph breaks
     def on_graph_break_log(self, message: str) -> None:
@@ -214,112 +253,304 @@ class Observer:
         else:  # a duplicate: Dynamo suppressed the stack it printed the first time
             stack = self._stacks.get(key_site, [Frame(site.file, site.line, "")])
         cid = _dynamo.current_compile_id()
-        self.record_break(stack, reason, frame_id=cid[0] if cid else None, raised=False)
+        region = self._tracing_region()
+        if region is not None and cid is not None:
+            with self.lock:
+                self._frame_regions[cid[0]] = region
+        eager = _policy_files(_outer_frames(sys._getframe(1)))
+        self.record_break(
+            stack,
+            reason,
+            frame_id=cid[0] if cid else None,
+            raised=False,
+            region=region,
+            eager=eager,
+        )
 
     def record_exception(self, exc: BaseException) -> None:
-        """Record a graph break that raised (fullgraph or error_on_graph_break)."""
-        if not _dynamo.is_graph_break_error(exc):
+        """Record a graph break that raised (fullgraph or error_on_graph_break), once.
+
+        Policy wrappers call this as the error passes through them; ``policycompile run`` and
+        the pytest plugin call it with the exception that reached them. Other exceptions are
+        ignored.
+        """
+        if not _dynamo.is_graph_break_error(exc) or getattr(exc, _RECORDED, False):
+            return
+        try:
+            setattr(exc, _RECORDED, True)
+        except AttributeError:
             return
         stack = [Frame(*f) for f in _dynamo.exception_stack(exc)]
-        if stack:
-            self.record_break(stack, short_reason(exc), frame_id=None, raised=True)
+        if not stack:
+            return
+        tb_frames = []
+        tb = exc.__traceback__
+        while tb is not None:
+            tb_frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        caller = sys._getframe(1)
+        outer = [f for f in _outer_frames(caller) if f not in tb_frames]
+        eager = _policy_files([*outer, *tb_frames])
+        cid = _dynamo.exception_compile_id(exc)
+        region = self._raised_region(cid, eager, stack)
+        if cid is not None:
+            with self.lock:
+                self._raised.add(cid)
+                if region is not None:
+                    region.failed.add(cid)
+        self.record_break(
+            stack, short_reason(exc), frame_id=None, raised=True, region=region, eager=eager
+        )
+
+    def _raised_region(
+        self, cid: str | None, eager: list[str], stack: list[Frame]
+    ) -> RegionStats | None:
+        if cid is not None and cid.split("/")[0].isdigit():
+            with self.lock:
+                known = self._frame_regions.get(int(cid.split("/")[0]))
+            if known is not None:
+                return known
+        for file in reversed(eager):  # a method's trampoline calls the compiled function
+            plan = self.entries.get(file)
+            if plan is not None:
+                return self.regions.get(plan.target.display)
+        found: RegionStats | None = self.index.region_of_frame(stack[0], self._region_of_code)
+        return found
+
+    def record_failed_compiles(self) -> None:
+        """Add the graph breaks of fullgraph entries that raised where policycompile never saw
+        the exception (user code caught it), from Dynamo's record of failed compiles.
+
+        Only fullgraph entries: elsewhere Dynamo records, in the same way, failures it
+        recovered from itself by running the frame eagerly. (Breaks forbidden by
+        ``error_on_graph_break`` are recorded as they pass through the policy's wrapper.)
+        """
+        if self.audit:
+            return  # fullgraph is relaxed in audit mode: nothing of the policy raises
+        for failed in _dynamo.failed_compiles():
+            region = self._region_of_code(failed.code)
+            if region is None or not region.fullgraph:
+                continue
+            with self.lock:
+                if failed.compile_id in self._raised:
+                    continue
+                self._raised.add(failed.compile_id)
+                region.failed.add(failed.compile_id)
+            reason = short_reason_text(failed.reason)
+            site = Frame(failed.file, failed.line, "")
+            self.record_break([site], reason, frame_id=None, raised=True, region=region, eager=[])
 
     def record_break(
-        self, stack: list[Frame], reason: str, *, frame_id: int | None, raised: bool
+        self,
+        stack: list[Frame],
+        reason: str,
+        *,
+        frame_id: int | None,
+        raised: bool,
+        region: RegionStats | None,
+        eager: list[str],
     ) -> None:
         if reason.startswith(_CONSEQUENCES):
             return  # Dynamo giving up on a caller because of a break already recorded inside
-        user = [f for f in stack if not f.file.startswith(_WRAPPER_FILES)]
+        user = [f for f in stack if not f.file.startswith(WRAPPER_FILE_PREFIX)]
         if not user:
             return
         site = user[-1]
-        function = self.index.name_of(site)
-        rule, allowed, region = self.index.govern(user)
+        around = [self.wrappers[f] for f in eager if f in self.wrappers]
+        around += self.index.entered(stack, self.wrappers)
+        function = self.index.name_of(site, around[-1] if around else None)
+        rule, allowed = self.govern(region, around)
+        if not self.audit:
+            allowed = not raised  # Dynamo itself decided
         key = (function, site.file, site.line, reason)
         with self.lock:
             event = self.breaks.get(key)
             if event is None:
-                event = BreakEvent(function, site.file, site.line, reason, rule, allowed, region)
+                name = region.name if region is not None else None
+                event = BreakEvent(function, site.file, site.line, reason, rule, allowed, name)
                 self.breaks[key] = event
             if (key, frame_id) not in self._seen or frame_id is None:
                 self._seen.add((key, frame_id))
                 event.count += 1
             event.raised = event.raised or raised
+            event.allowed = event.allowed and allowed
             if self.current_test and self.current_test not in event.tests:
                 event.tests.append(self.current_test)
 
+    @staticmethod
+    def govern(region: RegionStats | None, around: list[Any]) -> tuple[str | None, bool]:
+        """(rule, allowed) for a break under ``region`` inside the policy wrappers ``around``
+        (outermost first): a fullgraph region forbids every break; otherwise the innermost
+        wrapper with an error_on_graph_break setting decides, as the flag would."""
+        if region is not None and region.fullgraph:
+            return region.plan.rules.get("compile.fullgraph"), False
+        for plan in reversed(around):
+            if plan.error_on_graph_break is not None:
+                return plan.rules.get("error_on_graph_break"), not plan.error_on_graph_break
+        return None, True
+
+
+def short_reason_text(text: str) -> str:
+    """The first line of a Dynamo error text that says what the break was."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Encountered graph break when")]
+    return lines[0] if lines else "graph break"
+
+
+def _outer_frames(frame: types.FrameType | None) -> list[types.FrameType]:
+    """The Python frames from the outermost down to ``frame``."""
+    out = []
+    while frame is not None:
+        out.append(frame)
+        frame = frame.f_back
+    out.reverse()
+    return out
+
+
+def _policy_files(frames: Iterable[types.FrameType]) -> list[str]:
+    return [
+        f.f_code.co_filename for f in frames if f.f_code.co_filename.startswith(WRAPPER_FILE_PREFIX)
+    ]
+
+
+def _code_key(func: Any) -> tuple[str, str, int]:
+    code = func.__code__
+    return (code.co_filename, code.co_name, code.co_firstlineno)
+
+
+def _chain(func: Any) -> Iterator[Any]:
+    """``func`` and what it wraps (``__wrapped__``), as far as plain functions go."""
+    seen: set[int] = set()
+    while isinstance(func, types.FunctionType) and id(func) not in seen:
+        seen.add(id(func))
+        yield func
+        func = vars(func).get("__wrapped__")
+
 
 class FunctionIndex:
-    """Maps frames (file, line, name) to functions: qualified names and policy plans.
+    """Maps frames (file, line, name) to the qualified names of functions.
 
-    :param plans: returns the code object of every patched original function -> its plan.
+    Every function a module defines is indexed by its code object, and so is every function
+    it wraps (``__wrapped__``): a break inside ``@functools.wraps``-decorated code is named
+    after the decorated function. Where several names share one code object (the decorator's
+    own wrapper), the policy wrapper around the frame decides.
+
+    :param plans: returns the plans of every patched target.
     """
 
-    def __init__(self, plans: Callable[[], dict[Any, Any]]) -> None:
+    def __init__(self, plans: Callable[[], Iterable[Any]]) -> None:
         self.plans = plans
-        self._by_file: dict[str, list[tuple[Any, str]]] = {}
+        self._by_file: dict[str, dict[Any, list[str]]] = {}
+        self._heads_cache: dict[Any, list[tuple[Any, tuple[Any, ...]]]] = {}
+        self._heads_for = -1
 
-    def _functions_in(self, file: str) -> list[tuple[Any, str]]:
+    def _functions_in(self, file: str) -> dict[Any, list[str]]:
         found = self._by_file.get(file)
         if found is not None:
             return found
-        found = []
+        found = {}
+
+        def add(func: Any, display: str) -> None:
+            for f in _chain(func):
+                if f.__code__.co_filename == file:
+                    names = found.setdefault(f.__code__, [])
+                    if display not in names:
+                        names.append(display)
+
+        for plan in self.plans():
+            add(plan.target.func, plan.target.display)
         for module in list(sys.modules.values()):
-            if not isinstance(module, types.ModuleType):
-                continue
-            if getattr(module, "__file__", None) != file:
-                continue
-            for target in module_targets(module):
-                found.append((target.func.__code__, target.display))
-        for code, plan in self.plans().items():
-            if code.co_filename == file:
-                found.append((code, plan.target.display))
+            if isinstance(module, types.ModuleType) and getattr(module, "__file__", None) == file:
+                for target in module_targets(module):
+                    add(target.func, target.display)
         self._by_file[file] = found
         return found
 
-    def code_of(self, frame: Frame) -> tuple[Any, str] | None:
+    def code_of(self, frame: Frame) -> tuple[Any, list[str]] | None:
         name = frame.name
         resume = _RESUME.match(name)
         if resume:
             name = resume["name"]
         best = None
-        for code, display in self._functions_in(frame.file):
+        for code, names in self._functions_in(frame.file).items():
             if code.co_name != name and name:
                 continue
             last = max((ln for _, _, ln in code.co_lines() if ln is not None), default=0)
             if code.co_firstlineno <= frame.line <= last and (
                 best is None or code.co_firstlineno > best[0].co_firstlineno
             ):
-                best = (code, display)
+                best = (code, names)
         return best
 
-    def name_of(self, frame: Frame) -> str:
+    def name_of(self, frame: Frame, around: Any = None) -> str:
+        """The qualified name of the function ``frame`` is in; ``around`` is the plan of the
+        innermost policy wrapper above it, which decides between names sharing a code."""
         found = self.code_of(frame)
-        if found is not None:
-            return found[1]
-        return f"{frame.file}:{frame.name or '?'}"
+        if found is None:
+            return f"{frame.file}:{frame.name or '?'}"
+        code, names = found
+        if len(names) > 1 and around is not None:
+            chain = {f.__code__ for f in _chain(around.target.func)}
+            if code in chain and around.target.display in names:
+                return str(around.target.display)
+        return names[0]
 
-    def govern(self, stack: Iterable[Frame]) -> tuple[str | None, bool, str | None]:
-        """(rule, allowed, region) for a break whose user stack is ``stack`` (outermost
-        first): a fullgraph region forbids every break; otherwise the innermost function
-        with an error_on_graph_break setting decides."""
-        plans = self.plans()
-        frames = [self.code_of(f) for f in stack]
-        region = None
-        region_plan = None
-        for found in frames:
-            if found is not None and found[0] in plans and plans[found[0]].compile is not None:
-                region, region_plan = found[1], plans[found[0]]
-                break
-        if region_plan is not None and region_plan.compile.get("fullgraph"):
-            return region_plan.rules.get("compile.fullgraph"), False, region
-        for found in reversed(frames):
-            if found is None or found[0] not in plans:
+    def _heads(self) -> dict[Any, list[tuple[Any, tuple[Any, ...]]]]:
+        """Code of each patched target's function -> (plan, codes of its ``__wrapped__``
+        chain). Several plans share a code where one decorator's wrapper serves many."""
+        plans = list(self.plans())
+        if len(plans) != self._heads_for:
+            heads: dict[Any, list[tuple[Any, tuple[Any, ...]]]] = {}
+            for plan in plans:
+                chain = tuple(f.__code__ for f in _chain(plan.target.func))
+                heads.setdefault(chain[0], []).append((plan, chain))
+            self._heads_cache, self._heads_for = heads, len(plans)
+        return self._heads_cache
+
+    def entered(self, stack: list[Frame], wrappers: dict[str, Any]) -> list[Any]:
+        """The plans of the patched targets that the traced ``stack`` (outermost first)
+        enters, in order.
+
+        A frame of a policy wrapper names its plan. Dynamo leaves some wrapper frames out of
+        its stacks (a wrapper that forwards ``*args, **kwargs``), so a frame running a
+        patched target's own function counts too; where several targets share that code
+        (one ``functools.wraps`` decorator's wrapper), the target whose ``__wrapped__``
+        chain matches the frames that follow is the one entered.
+        """
+        heads = self._heads()
+        codes = [None if f.file in wrappers else self.code_of(f) for f in stack]
+        out = []
+        for i, frame in enumerate(stack):
+            if frame.file in wrappers:
+                out.append(wrappers[frame.file])
                 continue
-            plan = plans[found[0]]
-            if plan.error_on_graph_break is not None:
-                return plan.rules.get("error_on_graph_break"), not plan.error_on_graph_break, region
-        return None, True, region
+            found = codes[i]
+            cands = heads.get(found[0]) if found is not None else None
+            if not cands:
+                continue
+
+            def follows(chain: tuple[Any, ...], start: int = i) -> int:
+                n = 0
+                for k, code in enumerate(chain):
+                    at = codes[start + k] if start + k < len(codes) else None
+                    if at is None or at[0] is not code:
+                        break
+                    n += 1
+                return n
+
+            best = max(cands, key=lambda c: follows(c[1]))
+            if out and out[-1] is best[0]:
+                continue  # the wrapper frame and the function it called
+            out.append(best[0])
+        return out
+
+    def region_of_frame(self, frame: Frame, by_code: Callable[[tuple[str, str, int]], Any]) -> Any:
+        """The region whose compile entry is the function of ``frame`` (a traced root)."""
+        found = self.code_of(frame)
+        if found is None:
+            return None
+        code = found[0]
+        return by_code((code.co_filename, code.co_name, code.co_firstlineno))
 
 
 class ObservedBackend:

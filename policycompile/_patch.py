@@ -3,40 +3,40 @@ apply, and an undo that restores only what is still ours."""
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import difflib
 import functools
-import gc
 import importlib.util
 import inspect
+import itertools
 import logging
 import sys
-import threading
 import types
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _dynamo
-from ._errors import PolicyConflictError, PolicyError, PolicyTargetError, PolicyWarning
-from ._observe import FunctionIndex, ObservedBackend, Observer
+from ._errors import PolicyConflictError, PolicyError, PolicyTargetError
+from ._observe import WRAPPER_FILE_PREFIX, ObservedBackend, Observer
 from ._policy import Policy
-from ._report import Report, build_report
 from ._targets import (
     Kind,
     Target,
+    class_targets,
     describe,
     inherited_member,
+    is_class,
     module_targets,
     policy_module_name,
+    refuses_setattr,
     unwrap,
 )
 from ._tree import COMPILE, DISABLE, EOGB, Decision, Rule, split_name
 
 log = logging.getLogger("policycompile")
 
-_MISSING: Any = object()
+MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Plan:
     error_on_graph_break: bool | None
     rules: Mapping[str, str]  # key -> "pattern (file:line)" of the rule that decided it
     notes: tuple[str, ...] = ()
+    exact: Rule | None = None  # the rule that names this target exactly, if one does
 
     @property
     def decorators(self) -> list[str]:
@@ -160,67 +161,87 @@ def decide(policy: Policy, target: Target) -> Plan | None:
 
 
 _EOGB_TEMPLATE = """
-def _pc_make(_pc_fn, _pc_ctx, _pc_flags, _pc_value, _pc_is_compiling{defaults}):
+def _pc_make(
+    _pc_fn, _pc_ctx, _pc_flags, _pc_value, _pc_is_compiling, _pc_raised, _pc_seen{defaults}
+):
     def wrapper({params}):
         if _pc_is_compiling():
             with _pc_ctx:
                 return _pc_fn({args})
         _pc_prev = _pc_flags._error_on_graph_break
         if _pc_prev == _pc_value:
-            return _pc_fn({args})
+            try:
+                return _pc_fn({args})
+            except _pc_raised as _pc_exc:
+                _pc_seen(_pc_exc)
+                raise
         _pc_flags._error_on_graph_break = _pc_value
         try:
             return _pc_fn({args})
+        except _pc_raised as _pc_exc:
+            _pc_seen(_pc_exc)
+            raise
         finally:
             _pc_flags._error_on_graph_break = _pc_prev
     return wrapper
 """
 
 _GENERIC = ("*args, **kwargs", "*args, **kwargs", ())
+_VARARGS, _VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
+_LABELS = itertools.count(1)
 
 
-def _call_shape(func: Callable[..., Any]) -> tuple[str, str, tuple[Any, ...]]:
-    """Parameters and call arguments that forward exactly ``func``'s signature.
+def _call_shape(func: types.FunctionType) -> tuple[str, str, tuple[Any, ...]]:
+    """Parameters and call arguments that accept exactly the calls ``func`` accepts.
 
     A wrapper with the function's own parameters skips packing ``*args, **kwargs`` (about a
-    third of the eager overhead); defaults are passed in as the very same objects.
+    third of the eager overhead). They are read from what the interpreter binds calls with,
+    the code object and ``__defaults__``/``__kwdefaults__``, never from ``inspect.signature``:
+    a ``__signature__`` attribute may describe other parameters, and a default that happens
+    to be ``inspect.Parameter.empty`` is still a default. Defaults are passed in as the very
+    same objects. Anything else gets the generic form, which lets ``func`` bind the call.
     """
-    try:
-        sig = inspect.signature(func, follow_wrapped=False)
-    except (TypeError, ValueError):
+    code = func.__code__
+    names = code.co_varnames
+    n_pos, n_posonly, n_kwonly = code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount
+    star = names[n_pos + n_kwonly] if code.co_flags & _VARARGS else None
+    index = n_pos + n_kwonly + (star is not None)
+    starstar = names[index] if code.co_flags & _VARKEYWORDS else None
+    every = [*names[: n_pos + n_kwonly], *filter(None, (star, starstar))]
+    if any(n.startswith("_pc_") or not n.isidentifier() for n in every):
+        return _GENERIC
+    pos_defaults = func.__defaults__ or ()
+    kw_defaults = func.__kwdefaults__ or {}
+    if len(pos_defaults) > n_pos or not set(kw_defaults) <= set(names[n_pos : n_pos + n_kwonly]):
         return _GENERIC
     params: list[str] = []
     args: list[str] = []
     defaults: list[Any] = []
-    slash = star = False
-    for p in sig.parameters.values():
-        if p.name.startswith("_pc_") or not p.name.isidentifier():
-            return _GENERIC
-        if p.kind is p.POSITIONAL_ONLY:
-            slash = True
-        elif slash:
-            params.append("/")
-            slash = False
-        text = p.name
-        if p.default is not p.empty:
+    first_default = n_pos - len(pos_defaults)
+    for i, name in enumerate(names[:n_pos]):
+        text = name
+        if i >= first_default:
             text += f"=_pc_d{len(defaults)}"
-            defaults.append(p.default)
-        if p.kind is p.VAR_POSITIONAL:
-            params.append("*" + p.name)
-            args.append("*" + p.name)
-            star = True
-            continue
-        if p.kind is p.VAR_KEYWORD:
-            params.append("**" + p.name)
-            args.append("**" + p.name)
-            continue
-        if p.kind is p.KEYWORD_ONLY and not star:
-            params.append("*")
-            star = True
+            defaults.append(pos_defaults[i - first_default])
         params.append(text)
-        args.append(f"{p.name}={p.name}" if p.kind is p.KEYWORD_ONLY else p.name)
-    if slash:
-        params.append("/")
+        args.append(name)
+        if i == n_posonly - 1:
+            params.append("/")
+    if star is not None:
+        params.append("*" + star)
+        args.append("*" + star)
+    elif n_kwonly:
+        params.append("*")
+    for name in names[n_pos : n_pos + n_kwonly]:
+        text = name
+        if name in kw_defaults:
+            text += f"=_pc_d{len(defaults)}"
+            defaults.append(kw_defaults[name])
+        params.append(text)
+        args.append(f"{name}={name}")
+    if starstar is not None:
+        params.append("**" + starstar)
+        args.append("**" + starstar)
     return ", ".join(params), ", ".join(args), tuple(defaults)
 
 
@@ -234,15 +255,39 @@ def _eogb_factory(params: str, args: str, n_defaults: int) -> Callable[..., Any]
     return factory
 
 
+def _ignore(exc: BaseException) -> None:
+    pass
+
+
+def label(kind: str, name: str) -> str:
+    """A file name for a wrapper's own code object, unique in the process.
+
+    Frames of policy wrappers show it in tracebacks and in Dynamo's traced stacks, which is
+    how a graph break is attributed to the wrapper (and so to the target and rule) it
+    happened under, even where targets share one code object (``functools.wraps``).
+    """
+    return f"{WRAPPER_FILE_PREFIX}{kind} of {name} #{next(_LABELS)}>"
+
+
+def _relabel(wrapper: Callable[..., Any], filename: str) -> None:
+    wrapper.__code__ = wrapper.__code__.replace(co_filename=filename)
+
+
 def _eogb_wrapper(
-    fn: Callable[..., Any], value: bool, signature_of: Callable[..., Any]
+    fn: Callable[..., Any],
+    value: bool,
+    signature_of: types.FunctionType,
+    *,
+    filename: str = "<policycompile error_on_graph_break wrapper>",
+    seen: Callable[[BaseException], None] = _ignore,
 ) -> Callable[..., Any]:
     """``torch._dynamo.error_on_graph_break(value)(fn)``, with a lean eager path.
 
     Under Dynamo, ``is_dynamo_compiling()`` folds to True and the wrapper traces exactly like
     the hand decorator (the same context manager around the call). Eagerly it sets the same
     process-global flag, without the context manager's object and list bookkeeping, and
-    takes ``signature_of``'s own parameters instead of ``*args, **kwargs``.
+    takes ``signature_of``'s own parameters instead of ``*args, **kwargs``. A graph break
+    that Dynamo raises on its way out is shown to ``seen`` (the report), then re-raised.
     """
     import torch._dynamo
 
@@ -250,33 +295,48 @@ def _eogb_wrapper(
     params, args, defaults = _call_shape(signature_of)
     factory = _eogb_factory(params, args, len(defaults))
     wrapper: Callable[..., Any] = factory(
-        fn, ctx, _dynamo.flag_module(), value, _dynamo.is_dynamo_compiling(), *defaults
+        fn,
+        ctx,
+        _dynamo.flag_module(),
+        value,
+        _dynamo.is_dynamo_compiling(),
+        _dynamo.graph_break_error(),
+        seen,
+        *defaults,
     )
+    _relabel(wrapper, filename)
     return wrapper
 
 
-def _trampoline(compiled: Callable[..., Any]) -> Callable[..., Any]:
+def _trampoline(compiled: Callable[..., Any], filename: str) -> Callable[..., Any]:
     # A compiled function stored on a class breaks when a compiled caller reaches a graph
     # break inside it (TORCH_FACTS: "missing 1 required positional argument"); a plain
     # Python function in between avoids it.
     def trampoline(*args: Any, **kwargs: Any) -> Any:
         return compiled(*args, **kwargs)
 
+    _relabel(trampoline, filename)
     return trampoline
 
 
-def build(plan: Plan, observer: Observer | None = None, *, audit: bool = False) -> Any:
+def build(
+    plan: Plan,
+    observer: Observer | None = None,
+    *,
+    audit: bool = False,
+) -> Any:
     """The new raw attribute for ``plan``: compile or disable innermost, then
     error_on_graph_break outermost, re-wrapped in the target's descriptor kind.
 
-    :param observer: counts the graphs of compile entries (through the backend).
+    :param observer: counts the graphs of compile entries (through the backend), learns
+        which wrapper is which, and sees graph breaks raised through the wrappers.
     :param audit: relax what the policy forbids (fullgraph, error_on_graph_break=True) so
         that every break is recorded instead of raised.
     """
     import torch
 
     target = plan.target
-    func: Callable[..., Any] = target.func
+    func: types.FunctionType = target.func
     inner: Callable[..., Any] = func
     if plan.compile is not None:
         options = dict(plan.compile)
@@ -290,16 +350,28 @@ def build(plan: Plan, observer: Observer | None = None, *, audit: bool = False) 
                 options.get("dynamic"),
                 options.pop("name", None),
             )
-            region = observer.region(target.display, plan.rules.get(COMPILE))
+            region = observer.region(target.display, plan)
             options["backend"] = ObservedBackend(observer, region, real)
         inner = torch.compile(func, **options)
         if target.kind is not Kind.FUNCTION:
-            inner = _keep_identity(_trampoline(inner), func)
+            filename = label("torch.compile", target.display)
+            inner = _keep_identity(_trampoline(inner, filename), func)
+            # torch.compile(C.m) keeps the function's attributes; so does its trampoline.
+            vars(inner).update(
+                (k, v) for k, v in vars(func).items() if not k.startswith("_torchdynamo")
+            )
+            if observer is not None:
+                observer.entries[filename] = plan
     elif plan.disable:
         inner = torch.compiler.disable(func)  # type: ignore[no-untyped-call]
     if plan.error_on_graph_break is not None:
         value = plan.error_on_graph_break and not audit
-        inner = _keep_identity(_eogb_wrapper(inner, value, func), func)
+        filename = label(f"error_on_graph_break({plan.error_on_graph_break})", target.display)
+        seen = observer.record_exception if observer is not None else _ignore
+        inner = _eogb_wrapper(inner, value, func, filename=filename, seen=seen)
+        inner = _keep_identity(inner, func)
+        if observer is not None:
+            observer.wrappers[filename] = plan
     inner.__policycompile__ = PatchInfo(target.name, plan)  # type: ignore[attr-defined]
     if target.kind is Kind.STATICMETHOD:
         return staticmethod(inner)
@@ -309,8 +381,9 @@ def build(plan: Plan, observer: Observer | None = None, *, audit: bool = False) 
 
 
 def _keep_identity(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Callable[..., Any]:
-    # updated=(): copying func.__dict__ could copy Dynamo's marks of an already-compiled
-    # function onto the wrapper, and Dynamo would then skip the wrapper itself.
+    # updated=(): like the hand decorator, whose wrapper does not carry func.__dict__ (and
+    # copying it could copy Dynamo's marks of an already-compiled function onto the wrapper,
+    # so that Dynamo would skip the wrapper itself).
     functools.update_wrapper(wrapper, func, updated=())
     wrapper.__wrapped__ = func  # type: ignore[attr-defined]
     return wrapper
@@ -333,7 +406,7 @@ class Record:
     plan: Plan
     owner: Any
     attr: str
-    original: Any  # the value in owner.__dict__ before, or _MISSING when inherited
+    original: Any  # the value in owner.__dict__ before, or MISSING when inherited
     new: Any
 
     @property
@@ -341,22 +414,30 @@ class Record:
         return self.plan.target.module
 
     def apply(self) -> None:
+        """Set the wrapper.
+
+        :raises PolicyTargetError: the owner refused (a metaclass or module type with its own
+            ``__setattr__``, a read-only module), located at the exact rule if one names it.
+        """
         try:
             setattr(self.owner, self.attr, self.new)
-        except (TypeError, AttributeError) as exc:
+        except Exception as exc:
+            exact = self.plan.exact
             raise PolicyTargetError(
-                f"cannot patch {self.plan.target.display!r}: {exc}",
-                rule=next(iter(self.plan.rules.values()), None),
+                f"target {self.plan.target.display!r} cannot be patched: setting it on "
+                f"{describe(self.owner)} raised {type(exc).__name__}: {exc}",
+                exact.position if exact is not None else None,
+                rule=exact.pattern.text if exact is not None else None,
             ) from None
 
     def still_ours(self) -> bool:
-        return vars(self.owner).get(self.attr, _MISSING) is self.new
+        return vars(self.owner).get(self.attr, MISSING) is self.new
 
     def restore(self) -> bool:
         """Put the original back if the attribute still holds our wrapper."""
         if not self.still_ours():
             return False
-        if self.original is _MISSING:
+        if self.original is MISSING:
             delattr(self.owner, self.attr)
         else:
             setattr(self.owner, self.attr, self.original)
@@ -373,7 +454,7 @@ class AliasRecord:
     new: Any
 
     def restore(self) -> bool:
-        if vars(self.module).get(self.name, _MISSING) is not self.new:
+        if vars(self.module).get(self.name, MISSING) is not self.new:
             return False
         setattr(self.module, self.name, self.original)
         return True
@@ -387,44 +468,107 @@ class ModulePlan:
     plans: list[Plan] = field(default_factory=list)
     # exact targets that are missing or cannot be patched
     problems: list[PolicyError] = field(default_factory=list)
+    # what patterns reach but cannot be patched: one line each, for warnings
+    skipped: list[str] = field(default_factory=list)
+
+
+#: Modules that implement torch.compile (and policycompile itself): wrapping their functions
+#: would change how Dynamo traces and reads its own flags. Patterns never reach them, and an
+#: exact rule naming something in them is an error.
+INTERNAL = ("torch._dynamo", "torch._inductor", "torch.compiler", "torch._guards", "torch._logging")
+
+
+def is_internal(module: str) -> bool:
+    """Whether ``module`` is part of torch.compile's machinery (see INTERNAL) or of
+    policycompile itself (its examples are ordinary code)."""
+    if module == "policycompile" or module.startswith("policycompile._"):
+        return True
+    return any(module == m or module.startswith(m + ".") for m in INTERNAL)
 
 
 def plan_module(
-    policy: Policy, module: types.ModuleType, matched: set[Rule], only: str | None = None
+    policy: Policy,
+    module: types.ModuleType,
+    matched: set[Rule],
+    only: str | None = None,
+    *,
+    reexports: bool | None = None,
 ) -> ModulePlan:
     """Decide, without changing anything, what the policy does to ``module``.
 
+    Objects that already carry the policy's wrapper for the same name are left alone, so a
+    module can be planned again once it has finished executing. A policy wrapper found under
+    another name (a re-export of a patched function) is wrapped again, as a hand decorator
+    on the re-exported name would wrap the decorated function.
+
     :param matched: receives every rule that matched an object here (for unused-rule lists).
     :param only: consider just this module attribute (and what a class defines).
+    :param reexports: True plans only exact rules naming functions defined in another module
+        (``from .impl import fn``), False everything else, None both.
     """
     name = policy_module_name(module)
-    result = ModulePlan(name)
-    if not policy.tree.covers_module(name):
+    result = ModulePlan(name or "?")
+    if name is None or not policy.tree.covers_module(name):
         return result
-    seen: set[tuple[int, str]] = set()
-    targets = list(module_targets(module, only))
+    targets: list[Target] = []
     if only is None:
         targets.extend(_exact_targets(policy, module, name, result))
+    if is_internal(name):
+        for target in targets:
+            result.problems.append(_internal(target, policy))
+        return result
+    # Exact rules first: a rule that names an object through an alias (`Public = Impl`,
+    # a re-export, a lambda) decides it under the name the rule gives.
+    skipped: list[str] = []
+    targets.extend(module_targets(module, only, skipped))
+    result.skipped = [line for line in skipped if policy.tree.matches(line.split(":")[0])]
+    seen: set[tuple[int, str]] = set()
     for target in targets:
         key = (id(target.owner), target.attr)
         if key in seen:
             continue
         seen.add(key)
-        matched.update(policy.tree.matches(target.name))
+        if reexports is not None and is_reexport(target) != reexports:
+            continue
+        ours = patch_info(target.raw)
+        if ours is not None and ours.name == target.name:
+            continue
+        rules = policy.tree.matches(target.name)
+        matched.update(rules)
         plan = decide(policy, target)
         if plan is None:
             continue
+        depth = len(split_name(target.name)[0])
+        exact = [r for r, d in rules.items() if d == depth and r.pattern.is_exact]
+        if exact:
+            plan = dataclasses.replace(plan, exact=exact[0])
         for note in plan.notes:
             log.debug("%s: %s", target.display, note)
         result.plans.append(plan)
     return result
 
 
+def is_reexport(target: Target) -> bool:
+    """Whether ``target`` is a module global holding a function defined elsewhere."""
+    return target.kind is Kind.FUNCTION and target.raw.__module__ != target.owner.__name__
+
+
+def _internal(target: Target, policy: Policy) -> PolicyTargetError:
+    rule = next((r for r in policy.tree.matches(target.name) if r.pattern.is_exact), None)
+    return PolicyTargetError(
+        f"target {target.display!r} cannot be patched: {target.module} is part of "
+        "torch.compile itself, and wrapping it would change how Dynamo traces",
+        rule.position if rule is not None else None,
+        rule=rule.pattern.text if rule is not None else None,
+    )
+
+
 def _exact_targets(
     policy: Policy, module: types.ModuleType, name: str, result: ModulePlan
 ) -> Iterator[Target]:
-    """Check every exact rule that names something inside ``module``; yield the inherited
-    members and re-exported functions those rules name (module_targets does not list them)."""
+    """Check every exact rule that names something inside ``module`` and yield what it
+    names, under the name the rule gives (``module_targets`` lists objects under their own
+    names, which differ for aliases, re-exports, lambdas and classes made by factories)."""
     segments = name.split(".")
     for rule in policy.rules:
         pattern = rule.pattern
@@ -439,12 +583,9 @@ def _exact_targets(
         if not rest:
             continue
         try:
-            found = _lookup(module, name, rest, rule)
+            yield from _lookup(module, name, rest, rule)
         except PolicyTargetError as exc:
             result.problems.append(exc)
-            continue
-        if found is not None:
-            yield found
 
 
 def _is_submodule(module: types.ModuleType, name: str, child: str) -> bool:
@@ -469,72 +610,78 @@ def _missing(rule: Rule, where: str, attr: str, choices: Iterable[str]) -> Polic
     )
 
 
-def _lookup(
-    module: types.ModuleType, name: str, rest: tuple[str, ...], rule: Rule
-) -> Target | None:
+def _cannot(rule: Rule, what: str) -> PolicyTargetError:
+    return PolicyTargetError(
+        f"target {rule.pattern.text!r} cannot be patched: {what}",
+        rule.position,
+        rule=rule.pattern.text,
+    )
+
+
+def _lookup(module: types.ModuleType, name: str, rest: tuple[str, ...], rule: Rule) -> list[Target]:
+    """What the exact ``rule`` names below ``module``: ``rest`` are the segments after the
+    module. A rule ending at a class names its members; one ending at a submodule names
+    nothing here (that module is planned when it is imported).
+
+    :raises PolicyTargetError: the path names nothing, or something that cannot be patched.
+    """
     owner: Any = module
     where = name
+    path: list[str] = []
     for i, seg in enumerate(rest):
         last = i == len(rest) - 1
         if isinstance(owner, types.ModuleType):
             if seg not in vars(owner):
                 if rule.pattern.module_end is None and _is_submodule(owner, where, seg):
-                    return None  # checked when that submodule is imported
+                    return []  # checked when that submodule is imported
                 raise _missing(rule, f"module {where}", seg, vars(owner))
             raw = vars(owner)[seg]
-            if last and isinstance(raw, types.FunctionType) and raw.__module__ != owner.__name__:
-                # a re-export (`from ._impl import fn`): patch the name the rule gives
-                return Target(f"{name}:{seg}", owner, seg, raw, raw, Kind.FUNCTION, name)
-        elif isinstance(owner, type):
+        else:
             if seg not in vars(owner):
                 qual = f"{owner.__qualname__}.{seg}"
-                inherited = inherited_member(owner, seg, name) if last else None
+                inherited = inherited_member(owner, seg, name, ".".join(path)) if last else None
                 if inherited is not None:
-                    return inherited
+                    return [inherited]
                 if not any(seg in vars(b) for b in owner.__mro__):
                     raise _missing(rule, f"class {where}", seg, dir(owner))
-                raise PolicyTargetError(
-                    f"target {rule.pattern.text!r} cannot be patched: {name}.{qual} is "
-                    f"{describe(_mro_get(owner, seg))}",
-                    rule.position,
-                    rule=rule.pattern.text,
-                )
+                raise _cannot(rule, f"{name}.{qual} is {describe(_mro_get(owner, seg))}")
             raw = vars(owner)[seg]
-        else:
-            raise PolicyTargetError(
-                f"target {rule.pattern.text!r} cannot be patched: {where} is {describe(owner)}",
-                rule.position,
-                rule=rule.pattern.text,
-            )
         where = f"{where}.{seg}"
-        if isinstance(raw, type):
-            if not raw.__flags__ & (1 << 9):  # Py_TPFLAGS_HEAPTYPE: a C type refuses setattr
-                raise PolicyTargetError(
-                    f"target {rule.pattern.text!r} cannot be patched: {where} is a C type",
-                    rule.position,
-                    rule=rule.pattern.text,
-                )
+        path.append(seg)
+        if is_class(raw):
+            why = refuses_setattr(raw)
+            if why is not None:
+                raise _cannot(rule, f"{where} is {why}")
             owner = raw
+            if last:
+                return list(class_targets(raw, name, ".".join(path)))
             continue
         if isinstance(raw, types.ModuleType):
-            owner = raw
-            continue
-        if unwrap(raw) is None and not (
-            isinstance(owner, types.ModuleType) and isinstance(raw, types.FunctionType)
-        ):
-            raise PolicyTargetError(
-                f"target {rule.pattern.text!r} cannot be patched: {where} is {describe(raw)}",
-                rule.position,
-                rule=rule.pattern.text,
+            real = vars(raw).get("__name__")
+            if real == where or last:
+                return []  # a submodule: planned under its own name when imported
+            tail = ".".join(rest[i + 1 :])
+            raise _cannot(
+                rule,
+                f"{where} is the module {real}, imported under another name; "
+                f"name what it defines as {real}.{tail}",
             )
+
+        found = unwrap(raw)
+        if found is None:
+            raise _cannot(rule, f"{where} is {describe(raw)}")
         if not last:
-            raise PolicyTargetError(
-                f"target {rule.pattern.text!r} cannot be patched: {where} is a function, and "
-                "what is defined inside a function has no attribute to patch",
-                rule.position,
-                rule=rule.pattern.text,
+            raise _cannot(
+                rule,
+                f"{where} is a function, and what is defined inside a function has no "
+                "attribute to patch",
             )
-    return None
+        kind, func = found
+        if isinstance(owner, types.ModuleType):
+            kind = Kind.FUNCTION
+        qual = ".".join(path)
+        return [Target(f"{name}:{qual}", owner, seg, raw, func, kind, name)]
+    return []
 
 
 def _mro_get(cls: type, attr: str) -> Any:
@@ -542,242 +689,3 @@ def _mro_get(cls: type, attr: str) -> Any:
         if attr in vars(base):
             return vars(base)[attr]
     return None
-
-
-# -- the applied policy ---------------------------------------------------------------------
-
-
-class _State:
-    """All process-wide state of policycompile: the active handle, under one lock.
-
-    The lock is never held while importing or running user code.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.active: PolicyHandle | None = None
-
-
-STATE = _State()
-
-
-class PolicyHandle:
-    """An applied policy. ``undo()`` restores everything; also a context manager."""
-
-    def __init__(self, policy: Policy, applied_at: str, *, audit: bool = False) -> None:
-        self.policy = policy
-        self.applied_at = applied_at
-        self.audit = audit
-        self.observer = Observer(FunctionIndex(self.plans_by_code))
-        self._lock = threading.RLock()
-        self._records: list[Record] = []
-        self._aliases: list[AliasRecord] = []
-        self._matched: set[Rule] = set()
-        self._patched_modules: set[str] = set()
-        self.warnings: list[str] = []
-        self.finder: Any = None
-        self.active = True
-
-    # -- what was done
-    @property
-    def records(self) -> tuple[Record, ...]:
-        """Every attribute currently patched, in the order patched."""
-        with self._lock:
-            return tuple(self._records)
-
-    @property
-    def aliases(self) -> tuple[AliasRecord, ...]:
-        with self._lock:
-            return tuple(self._aliases)
-
-    def plans_by_code(self) -> dict[Any, Plan]:
-        """The code object of every patched original function -> its plan."""
-        with self._lock:
-            return {r.plan.target.func.__code__: r.plan for r in self._records}
-
-    def report(self) -> Report:
-        """What happened so far under this policy: regions, graph breaks, violations."""
-        return build_report(self)
-
-    def record_exception(self, exc: BaseException) -> None:
-        """Add a graph break that raised (fullgraph, error_on_graph_break) to the report.
-
-        Dynamo logs nothing for those; ``policycompile run`` and the pytest plugin call this
-        with the exception that reached them. Other exceptions are ignored.
-        """
-        self.observer.record_exception(exc)
-
-    def unused_rules(self) -> list[Rule]:
-        """Rules that matched no object in any module patched so far."""
-        with self._lock:
-            return [r for r in self.policy.rules if r not in self._matched]
-
-    # -- patching
-    def patch_module(self, module: types.ModuleType, only: str | None = None) -> list[Record]:
-        """Patch one module, all or nothing. Raises for a missing exact target under strict.
-
-        :param only: patch just the object this module attribute names (``policycompile run``
-            patches a ``__main__`` module statement by statement, as its code defines things).
-        """
-        matched: set[Rule] = set()
-        plan = plan_module(self.policy, module, matched, only=only)
-        self._report_problems(plan)
-        done: list[Record] = []
-        try:
-            for p in plan.plans:
-                owner, attr = p.target.owner, p.target.attr
-                original = vars(owner).get(attr, _MISSING)
-                record = Record(p, owner, attr, original, build(p, self.observer, audit=self.audit))
-                record.apply()
-                done.append(record)
-        except BaseException:
-            for record in reversed(done):
-                record.restore()
-            raise
-        with self._lock:
-            # importlib.reload re-executes the module: records of its old objects are stale
-            if plan.module in self._patched_modules:
-                self._records = [
-                    r for r in self._records if r.module != plan.module or r.still_ours()
-                ]
-            self._patched_modules.add(plan.module)
-            self._records.extend(done)
-            self._matched |= matched
-        for record in done:
-            log.info("patched %s: %s", record.plan.target.display, " ".join(record.plan.decorators))
-        return done
-
-    def _report_problems(self, plan: ModulePlan) -> None:
-        if not plan.problems:
-            return
-        if self.policy.strict:
-            raise plan.problems[0]
-        for problem in plan.problems:
-            text = str(problem).replace(": error: ", ": warning: ", 1)
-            log.warning("skipped: %s", text)
-            with self._lock:
-                self.warnings.append(text)
-            warnings.warn(text, PolicyWarning, stacklevel=2)
-
-    def rebind_aliases(self) -> None:
-        """Point globals of other imported modules that hold an original function at its
-        wrapper (``from pkg.mod import fn`` before apply). ``__main__`` is left alone: its
-        module-level code may be running a loop over the very names we would rebind."""
-        originals = {
-            id(r.original): r
-            for r in self._records
-            if r.plan.target.kind is Kind.FUNCTION and r.original is not _MISSING
-        }
-        if not originals:
-            return
-        for module in list(sys.modules.values()):
-            if not isinstance(module, types.ModuleType) or module.__name__ == "__main__":
-                continue
-            try:
-                items = list(vars(module).items())
-            except TypeError:
-                continue
-            for name, value in items:
-                record = originals.get(id(value))
-                if record is None or value is not record.original:
-                    continue
-                if module is record.owner and name == record.attr:
-                    continue
-                setattr(module, name, record.new)
-                self._aliases.append(AliasRecord(module, name, value, record.new))
-
-    def unreached_references(self) -> list[str]:
-        """References to patched module-level functions that rebinding could not reach
-        (containers, closures), e.g. ``HANDLERS = [fn]`` taken before apply. A full heap
-        scan: computed on demand (reports, ``plan``), never during apply."""
-        with self._lock:
-            originals = [
-                r.original
-                for r in self._records
-                if r.plan.target.kind is Kind.FUNCTION and r.original is not _MISSING
-            ]
-        return _unreached_references(originals, self) if originals else []
-
-    def undo(self) -> None:
-        """Restore every patched attribute and alias that still holds our wrapper, remove the
-        import hook. Safe to call twice."""
-        with STATE.lock:
-            if not self.active:
-                return
-            self.active = False
-            if STATE.active is self:
-                STATE.active = None
-        if self.finder is not None:
-            self.finder.uninstall()
-        self.observer.uninstall()
-        with self._lock:
-            aliases, self._aliases = self._aliases, []
-            records, self._records = self._records, []
-        for alias in reversed(aliases):
-            if not alias.restore():
-                self._left_alone(f"{alias.module.__name__}.{alias.name}")
-        for record in reversed(records):
-            if not record.restore():
-                self._left_alone(record.plan.target.display)
-
-    def _left_alone(self, name: str) -> None:
-        text = f"{name} no longer holds the policy's wrapper (replaced since); left as it is"
-        warnings.warn(text, PolicyWarning, stacklevel=3)
-
-    def __enter__(self) -> PolicyHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.undo()
-
-    def __repr__(self) -> str:
-        state = "active" if self.active else "undone"
-        return f"<PolicyHandle {self.policy.path!r} {state}, {len(self._records)} patched>"
-
-
-def _wrapper_parts(obj: Any, ours: set[int], depth: int = 0) -> None:
-    """Collect the ids of the cells and dicts that make up a wrapper (ours or torch's)."""
-    if depth > 6 or obj is None:
-        return
-    func = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
-    if hasattr(func, "__dict__"):
-        ours.add(id(vars(func)))
-    for cell in getattr(func, "__closure__", None) or ():
-        ours.add(id(cell))
-        with contextlib.suppress(ValueError):  # an empty cell
-            _wrapper_parts(cell.cell_contents, ours, depth + 1)
-    for attr in ("__wrapped__", "_torchdynamo_orig_callable"):
-        inner = getattr(func, attr, None) if hasattr(func, "__dict__") else None
-        if inner is not None and inner is not func:
-            _wrapper_parts(inner, ours, depth + 1)
-
-
-def _unreached_references(originals: list[Any], handle: PolicyHandle) -> list[str]:
-    """References to original functions that no rebinding reaches: containers, closures.
-
-    Everything that belongs to the journal and to the wrappers themselves is excluded, as are
-    module globals (rebound) and frames (running code).
-    """
-    ours: set[int] = {id(handle._records), id(originals)}
-    for record in handle._records:
-        ours.update({id(vars(record)), id(vars(record.plan)), id(vars(record.plan.target))})
-        _wrapper_parts(record.new, ours)
-    module_dicts = {
-        id(vars(m)) for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)
-    }
-    names = {id(r.original): r.plan.target.display for r in handle._records}
-    found: list[str] = []
-    for ref in gc.get_referrers(*originals):
-        if id(ref) in ours or id(ref) in module_dicts or isinstance(ref, types.FrameType):
-            continue
-        if isinstance(ref, types.CellType):
-            held, kind = [ref.cell_contents], "a closure variable"
-        elif isinstance(ref, dict):
-            held, kind = list(ref.values()), "a dict"
-        elif isinstance(ref, list | tuple | set | frozenset):
-            held, kind = list(ref), f"a {type(ref).__name__}"
-        else:
-            held, kind = [], f"a {type(ref).__name__}"
-        targets = sorted({names[id(h)] for h in held if id(h) in names}) or ["an original"]
-        found.extend(f"{t} is still held by {kind}" for t in targets)
-    return found

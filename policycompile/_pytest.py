@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ._patch import PolicyHandle
+    from ._handle import PolicyHandle
 
 _HANDLE: pytest.StashKey[PolicyHandle] = pytest.StashKey()
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._patch import PolicyHandle
+    from ._handle import PolicyHandle
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class RegionReport:
     graphs: int
     recompiles: int
     recompile_reasons: tuple[str, ...]
+    failed_compiles: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class Report:
                 lines.append(
                     f"  {r.name:<{width}}  {r.frames:>6}  {r.graphs:>6}  {r.recompiles:>10}"
                 )
+                if r.failed_compiles:
+                    lines.append(
+                        f"  {'':<{width}}    raised while compiling: {r.failed_compiles} time(s)"
+                    )
                 for reason in r.recompile_reasons:
                     lines.append(f"  {'':<{width}}    recompiled: {reason}")
         else:
@@ -133,8 +138,9 @@ def build_report(handle: PolicyHandle) -> Report:
     import torch
 
     observer = handle.observer
+    observer.record_failed_compiles()
     with observer.lock:
-        stats = [s for s in observer.regions.values() if s.graphs or s.frames]
+        stats = [s for s in observer.regions.values() if s.graphs or s.frames or s.failed]
         breaks = tuple(
             BreakReport(
                 e.function,
@@ -154,7 +160,9 @@ def build_report(handle: PolicyHandle) -> Report:
     for s in stats:
         again = observer.recompiles(s)
         regions.append(
-            RegionReport(s.name, s.rule, len(s.frames), s.graphs, len(again), tuple(again))
+            RegionReport(
+                s.name, s.rule, len(s.frames), s.graphs, len(again), tuple(again), len(s.failed)
+            )
         )
     counts: dict[str, int] = defaultdict(int)
     for record in handle.records:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -39,61 +40,123 @@ class Target:
         return self.name.replace(":", ".", 1)
 
 
-def policy_module_name(module: types.ModuleType) -> str:
-    """The module's name for the policy: ``python -m pkg.app`` runs ``__main__`` as pkg.app."""
-    name = module.__name__
+def policy_module_name(module: Any) -> str | None:
+    """The module's name for the policy, or None for an entry of ``sys.modules`` with no
+    usable name.
+
+    ``python -m pkg.app`` runs ``__main__`` as pkg.app, and ``python app.py`` (or
+    ``policycompile run policy.yaml app.py``) runs it as ``app``: policies name the program's
+    own functions as ``app.step`` either way, never ``__main__.step``.
+    """
+    try:
+        name = vars(module).get("__name__")
+    except TypeError:
+        return None
+    if not isinstance(name, str):
+        return None
     if name == "__main__":
-        spec = getattr(module, "__spec__", None)
-        if spec is not None and spec.name:
-            return str(spec.name)
+        spec = vars(module).get("__spec__")
+        spec_name = getattr(spec, "name", None) if spec is not None else None
+        if isinstance(spec_name, str) and spec_name:
+            return spec_name
+        file = vars(module).get("__file__")
+        if isinstance(file, str) and file.endswith(".py"):
+            stem = os.path.splitext(os.path.basename(file))[0]
+            if stem.isidentifier():
+                return stem
     return name
+
+
+def is_class(obj: Any) -> bool:
+    """``isinstance(obj, type)`` without asking ``obj.__class__`` (which may raise)."""
+    return issubclass(type(obj), type)
 
 
 def is_module_class(cls: type) -> bool:
     """Whether ``cls`` subclasses torch.nn.Module (never imports torch to find out)."""
     nn = sys.modules.get("torch.nn")
-    return nn is not None and isinstance(cls, type) and issubclass(cls, nn.Module)
+    if nn is None or not is_class(cls):
+        return False
+    try:
+        return issubclass(cls, nn.Module)
+    except Exception:  # a metaclass with its own __subclasscheck__
+        return False
 
 
 def unwrap(raw: Any) -> tuple[Kind, types.FunctionType] | None:
     """Kind and function of a class-dict or module-dict value, or None if not patchable."""
-    if isinstance(raw, staticmethod | classmethod):
+    kind = type(raw)
+    if kind is staticmethod or kind is classmethod:
         func = raw.__func__
-        if isinstance(func, types.FunctionType):
-            return (Kind.STATICMETHOD if isinstance(raw, staticmethod) else Kind.CLASSMETHOD), func
+        if type(func) is types.FunctionType:
+            return (Kind.STATICMETHOD if kind is staticmethod else Kind.CLASSMETHOD), func
         return None
-    if isinstance(raw, types.FunctionType):
+    if kind is types.FunctionType:
         return Kind.METHOD, raw
     return None
 
 
-def module_targets(module: types.ModuleType, only: str | None = None) -> Iterator[Target]:
+def _own(obj: Any, attr: str) -> Any:
+    """``obj.attr`` read from its own ``__dict__`` (classes and functions), or None."""
+    try:
+        return vars(obj).get(attr)
+    except TypeError:
+        return None
+
+
+def module_targets(
+    module: types.ModuleType, only: str | None = None, skipped: list[str] | None = None
+) -> Iterator[Target]:
     """Functions the module defines, and the members of the classes it defines, recursively.
 
+    Values are classified by ``type()``, never by attributes they may compute.
+
     :param only: look at this one attribute of the module.
+    :param skipped: receives one line for each class that cannot be patched (a C type),
+        when given.
     """
-    real = module.__name__
+    real = vars(module).get("__name__")
     name = policy_module_name(module)
+    if name is None:
+        return
     items = list(vars(module).items())
     if only is not None:
         items = [(k, v) for k, v in items if k == only]
     for attr, raw in items:
-        if isinstance(raw, types.FunctionType):
+        if type(raw) is types.FunctionType:
             if raw.__module__ == real and raw.__qualname__ == attr:
                 yield Target(f"{name}:{attr}", module, attr, raw, raw, Kind.FUNCTION, name)
-        elif isinstance(raw, type) and raw.__module__ == real and raw.__qualname__ == attr:
+        elif is_class(raw) and _own(raw, "__module__") == real and raw.__qualname__ == attr:
+            why = refuses_setattr(raw)
+            if why is not None:
+                # only worth a word when it holds Python functions a rule could mean
+                if skipped is not None and any(unwrap(v) for v in vars(raw).values()):
+                    skipped.append(f"{name}.{attr}: {why}")
+                continue
             yield from class_targets(raw, name)
 
 
-def class_targets(cls: type, module: str) -> Iterator[Target]:
+def refuses_setattr(cls: type) -> str | None:
+    """Why ``setattr`` on ``cls`` cannot work, or None when it can."""
+    if not cls.__flags__ & (1 << 9):  # Py_TPFLAGS_HEAPTYPE
+        return "a C type, which refuses setattr"
+    return None  # a metaclass may refuse too: patching tries, and reports what it refuses
+
+
+def class_targets(cls: type, module: str, qualname: str | None = None) -> Iterator[Target]:
     """The members stored in ``cls.__dict__`` (never ``getattr``, which binds), and nested
-    classes; an ``nn.Module`` subclass without its own ``forward`` offers the inherited one."""
-    prefix = f"{module}:{cls.__qualname__}"
+    classes; an ``nn.Module`` subclass without its own ``forward`` offers the inherited one.
+
+    :param qualname: the path the policy reaches the class by, when not its ``__qualname__``
+        (an alias such as ``Public = _Impl``, or a class made by a factory).
+    """
+    qual = qualname or cls.__qualname__
+    prefix = f"{module}:{qual}"
     module_class = is_module_class(cls)
     own = vars(cls)
     for attr, raw in list(own.items()):
-        if isinstance(raw, type) and raw.__qualname__ == f"{cls.__qualname__}.{attr}":
-            yield from class_targets(raw, module)
+        if is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}":
+            yield from class_targets(raw, module, f"{qual}.{attr}")
             continue
         found = unwrap(raw)
         if found is None:
@@ -110,12 +173,14 @@ def class_targets(cls: type, module: str) -> Iterator[Target]:
             is_forward=module_class and attr == "forward",
         )
     if module_class and "forward" not in own:
-        inherited = inherited_member(cls, "forward", module)
+        inherited = inherited_member(cls, "forward", module, qual)
         if inherited is not None:
             yield inherited
 
 
-def inherited_member(cls: type, attr: str, module: str) -> Target | None:
+def inherited_member(
+    cls: type, attr: str, module: str, qualname: str | None = None
+) -> Target | None:
     """``attr`` as found along the MRO (not in ``cls`` itself), to be wrapped on ``cls`` only."""
     for base in cls.__mro__[1:]:
         if attr in vars(base):
@@ -124,7 +189,7 @@ def inherited_member(cls: type, attr: str, module: str) -> Target | None:
                 return None
             kind, func = found
             return Target(
-                f"{module}:{cls.__qualname__}.{attr}",
+                f"{module}:{qualname or cls.__qualname__}.{attr}",
                 cls,
                 attr,
                 vars(base)[attr],

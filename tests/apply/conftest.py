@@ -18,7 +18,7 @@ from torch._dynamo.utils import counters
 
 import policycompile as pc
 from policycompile import _dynamo
-from policycompile._patch import STATE
+from policycompile._handle import STATE
 
 GRAPHS: list[torch.fx.GraphModule] = []
 BACKEND = "pc_count"

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from policycompile._cli import main
-from policycompile._patch import STATE, patch_info
+from policycompile._handle import STATE
+from policycompile._patch import patch_info
 
 from .conftest import Modules
 

@@ -1,0 +1,471 @@
+"""The applied policy: the handle that patches modules, journals what it did, rebinds
+aliases, reports, and undoes."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import sys
+import threading
+import types
+import warnings
+from typing import Any
+
+from . import _hook
+from ._errors import PolicyTargetError, PolicyWarning
+from ._observe import FunctionIndex, Observer
+from ._patch import (
+    MISSING,
+    AliasRecord,
+    ModulePlan,
+    Plan,
+    Record,
+    build,
+    is_reexport,
+    plan_module,
+)
+from ._policy import Policy
+from ._report import Report, build_report
+from ._targets import Kind, policy_module_name
+from ._tree import Rule
+
+log = logging.getLogger("policycompile")
+
+Entry = Record | AliasRecord
+
+
+class _State:
+    """All process-wide state of policycompile: the active handle, under one lock.
+
+    The lock is never held while importing or running user code.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.active: PolicyHandle | None = None
+
+
+STATE = _State()
+
+
+class PolicyHandle:
+    """An applied policy. ``undo()`` restores everything; also a context manager."""
+
+    def __init__(self, policy: Policy, applied_at: str, *, audit: bool = False) -> None:
+        self.policy = policy
+        self.applied_at = applied_at
+        self.audit = audit
+        self.observer = Observer(FunctionIndex(self._plans), audit=audit)
+        self._lock = threading.RLock()
+        # Every patch and alias, in the order made: undo walks it backwards, removing each
+        # entry only once it is restored, so an interrupted undo can be finished.
+        self._journal: list[Entry] = []
+        self._restoring: Entry | None = None
+        self._wrappers: dict[int, tuple[Any, Any]] = {}  # id(wrapper) -> (wrapper, original)
+        self._matched: set[Rule] = set()
+        self._patched_modules: set[str] = set()
+        self._watched: list[types.ModuleType] = []
+        self.warnings: list[str] = []
+        self.finder: _hook.PolicyFinder | None = None
+        self.active = True
+        self._finished = False
+
+    # -- what was done
+    @property
+    def records(self) -> tuple[Record, ...]:
+        """Every attribute currently patched, in the order patched."""
+        with self._lock:
+            return tuple(e for e in self._journal if isinstance(e, Record))
+
+    @property
+    def aliases(self) -> tuple[AliasRecord, ...]:
+        """Globals of other modules rebound to a wrapper, in the order rebound."""
+        with self._lock:
+            return tuple(e for e in self._journal if isinstance(e, AliasRecord))
+
+    def _plans(self) -> list[Plan]:
+        return [r.plan for r in self.records]
+
+    def report(self) -> Report:
+        """What happened so far under this policy: regions, graph breaks, violations."""
+        self._check_position()
+        return build_report(self)
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Add a graph break that raised (fullgraph, error_on_graph_break) to the report.
+
+        Breaks raised through a policy wrapper are recorded on their way out; ``policycompile
+        run`` and the pytest plugin call this with the exception that reached them, for the
+        others. Other exceptions are ignored.
+        """
+        self.observer.record_exception(exc)
+
+    def unused_rules(self) -> list[Rule]:
+        """Rules that matched no object in any module patched so far."""
+        with self._lock:
+            return [r for r in self.policy.rules if r not in self._matched]
+
+    # -- applying
+    def start(self) -> None:
+        """Patch every covered module imported so far, rebind aliases, install the hook.
+
+        Defining names are patched before re-exports of them, so a rule on a re-exported
+        name wraps the defining name's wrapper whatever the import order was. Modules still
+        executing (imported by another thread, or the one calling ``apply``) are patched as
+        far as they got, and again when they finish.
+        """
+        self.observer.install()
+        covered = [m for m in _modules() if self._covers(m)]
+        self._check_main(covered)
+        for module in covered:
+            self._patch_now_or_later(module, reexports=False)
+        self.rebind_aliases(_modules())
+        for module in covered:
+            self._patch_now_or_later(module, reexports=True)
+        self.finder = _hook.PolicyFinder(
+            self.policy.tree.covers_module, self._on_import, self._on_displaced
+        )
+        self.finder.install()
+
+    def _covers(self, module: types.ModuleType) -> bool:
+        name = policy_module_name(module)
+        return name is not None and self.policy.tree.covers_module(name)
+
+    def _patch_now_or_later(self, module: types.ModuleType, *, reexports: bool) -> None:
+        if _hook.is_executing(module):
+            self.patch_module(module, partial=True, reexports=reexports)
+            if module not in self._watched:
+                self._watched.append(module)
+                _hook.when_executed(module, self._on_finished)
+        else:
+            self.patch_module(module, reexports=reexports)
+
+    def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
+        done = self.patch_module(module)
+        # A module imported while this one executed may hold one of its originals (a
+        # circular `from this import fn`): point it at the wrapper too.
+        self.rebind_aliases(fresh, done)
+
+    def _on_finished(self, module: types.ModuleType) -> None:
+        with self._lock:
+            if module in self._watched:
+                self._watched.remove(module)
+        if not self.active:
+            return
+        done = self.patch_module(module)
+        self.rebind_aliases(_modules(), done)
+
+    def _on_displaced(self) -> None:
+        """Another finder went in front of ours: patch what it imported behind our back."""
+        for module in _modules():
+            name = policy_module_name(module)
+            if name is None or name in self._patched_modules or not self._covers(module):
+                continue
+            self._patch_now_or_later(module, reexports=False)
+            self.rebind_aliases(_modules())
+
+    def _check_position(self) -> None:
+        if self.active and self.finder is not None and self.finder.displaced():
+            self.finder.install()
+            self._on_displaced()
+
+    def patch_module(
+        self,
+        module: types.ModuleType,
+        only: str | None = None,
+        *,
+        partial: bool = False,
+        reexports: bool | None = None,
+    ) -> list[Record]:
+        """Patch one module, all or nothing. Raises for a missing exact target under strict.
+
+        :param only: patch just the object this module attribute names (``policycompile run``
+            patches a ``__main__`` module statement by statement, as its code defines things).
+        :param partial: the module is still executing: patch what it defined so far, and
+            leave missing names to be checked when it finishes.
+        :param reexports: see :func:`plan_module`.
+        """
+        matched: set[Rule] = set()
+        plan = plan_module(self.policy, module, matched, only=only, reexports=reexports)
+        for line in plan.skipped:
+            self._warn(f"skipped {line}")
+        if not partial:
+            self._report_problems(plan)
+        done: list[Record] = []
+        with self._lock:
+            if not self.active:
+                return []
+            try:
+                for p in plan.plans:
+                    owner, attr = p.target.owner, p.target.attr
+                    original = vars(owner).get(attr, MISSING)
+                    new = build(p, self.observer, audit=self.audit)
+                    record = Record(p, owner, attr, original, new)
+                    try:
+                        record.apply()
+                    except PolicyTargetError as exc:
+                        if p.exact is not None:
+                            raise
+                        self._warn(f"skipped {exc.message}")
+                        continue
+                    done.append(record)
+            except BaseException:
+                for record in reversed(done):
+                    record.restore()
+                raise
+            if plan.module in self._patched_modules:
+                # importlib.reload re-executes the module: records of its old objects are stale
+                self._journal = [
+                    e
+                    for e in self._journal
+                    if not isinstance(e, Record) or e.module != plan.module or e.still_ours()
+                ]
+            self._patched_modules.add(plan.module)
+            self._journal.extend(done)
+            for record in done:
+                self._wrappers[id(record.new)] = (record.new, record.original)
+            self._matched |= matched
+        for record in done:
+            log.info("patched %s: %s", record.plan.target.display, " ".join(record.plan.decorators))
+        return done
+
+    def _report_problems(self, plan: ModulePlan) -> None:
+        if not plan.problems:
+            return
+        if self.policy.strict:
+            raise plan.problems[0]
+        for problem in plan.problems:
+            self._warn(str(problem).replace(": error: ", ": warning: ", 1))
+
+    def _warn(self, text: str) -> None:
+        log.warning("%s", text)
+        with self._lock:
+            self.warnings.append(text)
+        warnings.warn(text, PolicyWarning, stacklevel=3)
+
+    def _check_main(self, covered: list[types.ModuleType]) -> None:
+        """``apply()`` called from a script's own top-level code (``python app.py``): rules
+        naming what the script defines further down cannot be met, so say it plainly."""
+        main = sys.modules.get("__main__")
+        where = _running_main_line(main)
+        if main is None or where is None or main not in covered:
+            return
+        name = policy_module_name(main)
+        plan = plan_module(self.policy, main, set())
+        hint = (
+            f"apply() was called at {where}, while {name} (the script, running as __main__) "
+            "was still executing, and a plain `python` run cannot patch what it defines later. "
+            "Call apply() after the definitions, or run the program with "
+            f"`policycompile run {self.policy.path} {main.__file__}`, which patches the "
+            "script's functions as it defines them"
+        )
+        for problem in plan.problems:
+            if "names nothing" in problem.message:
+                raise PolicyTargetError(
+                    f"target {problem.rule!r} names nothing yet: {hint}",
+                    problem.position,
+                    rule=problem.rule,
+                )
+        self._warn(f"{name}: only what is defined before {where} is patched: {hint}")
+
+    def rebind_aliases(
+        self, modules: list[types.ModuleType], records: list[Record] | None = None
+    ) -> None:
+        """Point globals of ``modules`` that hold an original function at its wrapper
+        (``from pkg.mod import fn`` before the module was patched).
+
+        Patched names themselves are never rebound, nor is ``__main__`` at apply time: its
+        module-level code may be running a loop over the very names we would rebind.
+
+        :param records: the patches whose originals to look for; all by default.
+        """
+        recs = self.records if records is None else tuple(records)
+        originals: dict[int, Record] = {}
+        # the defining name's wrapper, not a re-export's, when both wrap one original
+        for r in sorted(recs, key=lambda r: is_reexport(r.plan.target)):
+            if r.plan.target.kind is Kind.FUNCTION and r.original is not MISSING:
+                originals.setdefault(id(r.original), r)
+        if not originals:
+            return
+        with self._lock:
+            patched = {(id(e.owner), e.attr) for e in self._journal if isinstance(e, Record)}
+        for module in modules:
+            if vars(module).get("__name__") == "__main__":
+                continue
+            for name, value in _items(module):
+                record = originals.get(id(value))
+                if record is None or value is not record.original:
+                    continue
+                if (id(module), name) in patched:
+                    continue
+                with self._lock:
+                    if not self.active:
+                        return
+                    try:
+                        setattr(module, name, record.new)
+                    except Exception:  # a module type refusing setattr: leave it
+                        continue
+                    self._journal.append(AliasRecord(module, name, value, record.new))
+
+    def unreached_references(self) -> list[str]:
+        """References to patched module-level functions that rebinding could not reach
+        (containers, closures), e.g. ``HANDLERS = [fn]`` taken before apply. A full heap
+        scan: computed on demand (reports, ``plan``), never during apply."""
+        records = self.records
+        originals = [
+            r.original
+            for r in records
+            if r.plan.target.kind is Kind.FUNCTION and r.original is not MISSING
+        ]
+        return _unreached_references(originals, self) if originals else []
+
+    # -- undoing
+    def undo(self) -> None:
+        """Restore every patched attribute and alias that still holds our wrapper, then any
+        global that took one of our wrappers since (``from mod import fn`` after apply);
+        remove the import hook. Safe to call twice, and after an interrupted undo it
+        finishes the job."""
+        with self._lock:
+            if self._finished:
+                return
+            self.active = False  # from here on, no import patches anything
+        if self.finder is not None:
+            self.finder.uninstall()
+        self.observer.uninstall()
+        for module in list(self._watched):
+            _hook.stop_watching(module)
+        self._watched.clear()
+        while True:
+            with self._lock:
+                if not self._journal:
+                    break
+                entry = self._journal[-1]
+            again = entry is self._restoring
+            self._restoring = entry
+            if not entry.restore() and not again:
+                self._left_alone(entry)
+            with self._lock:
+                if self._journal and self._journal[-1] is entry:
+                    self._journal.pop()
+        self._restoring = None
+        self._sweep()
+        with self._lock:
+            self._finished = True
+        with STATE.lock:
+            if STATE.active is self:
+                STATE.active = None
+
+    def _sweep(self) -> None:
+        """Put originals back into globals that still hold one of our function wrappers."""
+        wrappers = self._wrappers
+        if not wrappers:
+            return
+
+        def original(value: Any) -> Any:
+            while id(value) in wrappers and wrappers[id(value)][0] is value:
+                value = wrappers[id(value)][1]
+            return value
+
+        for module in _modules():
+            for name, value in _items(module):
+                if id(value) in wrappers and wrappers[id(value)][0] is value:
+                    restored = original(value)
+                    if restored is not MISSING:
+                        with contextlib.suppress(Exception):
+                            setattr(module, name, restored)
+        self._wrappers = {}
+
+    def _left_alone(self, entry: Entry) -> None:
+        if isinstance(entry, AliasRecord):
+            name = f"{entry.module.__name__}.{entry.name}"
+        else:
+            name = entry.plan.target.display
+        text = f"{name} no longer holds the policy's wrapper (replaced since); left as it is"
+        warnings.warn(text, PolicyWarning, stacklevel=3)
+
+    def __enter__(self) -> PolicyHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.undo()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "undone"
+        return f"<PolicyHandle {self.policy.path!r} {state}, {len(self.records)} patched>"
+
+
+def _modules() -> list[types.ModuleType]:
+    """The modules imported so far (entries of ``sys.modules`` that are modules)."""
+    return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
+
+
+def _items(module: types.ModuleType) -> list[tuple[str, Any]]:
+    try:
+        return list(vars(module).items())
+    except TypeError:
+        return []
+
+
+def _running_main_line(main: types.ModuleType | None) -> str | None:
+    """``file:line`` where ``__main__``'s top-level code is now, if it is on this stack."""
+    if main is None:
+        return None
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is vars(main):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def _wrapper_parts(obj: Any, ours: set[int], depth: int = 0) -> None:
+    """Collect the ids of the cells and dicts that make up a wrapper (ours or torch's)."""
+    if depth > 6 or obj is None:
+        return
+    func = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
+    if hasattr(func, "__dict__"):
+        ours.add(id(vars(func)))
+    for cell in getattr(func, "__closure__", None) or ():
+        ours.add(id(cell))
+        with contextlib.suppress(ValueError):  # an empty cell
+            _wrapper_parts(cell.cell_contents, ours, depth + 1)
+    for attr in ("__wrapped__", "_torchdynamo_orig_callable"):
+        inner = getattr(func, attr, None) if hasattr(func, "__dict__") else None
+        if inner is not None and inner is not func:
+            _wrapper_parts(inner, ours, depth + 1)
+
+
+def _unreached_references(originals: list[Any], handle: PolicyHandle) -> list[str]:
+    """References to original functions that no rebinding reaches: containers, closures.
+
+    Everything that belongs to the journal and to the wrappers themselves is excluded, as are
+    module globals (rebound) and frames (running code).
+    """
+    with handle._lock:
+        journal = list(handle._journal)
+        pairs = list(handle._wrappers.values())
+    records = [e for e in journal if isinstance(e, Record)]
+    ours: set[int] = {id(journal), id(originals), *(id(p) for p in pairs)}
+    for entry in journal:
+        ours.add(id(vars(entry)))
+    for record in records:
+        ours.update({id(vars(record.plan)), id(vars(record.plan.target))})
+        _wrapper_parts(record.new, ours)
+    module_dicts = {id(vars(m)) for m in _modules()}
+    names = {id(r.original): r.plan.target.display for r in records}
+    found: list[str] = []
+    for ref in gc.get_referrers(*originals):
+        if id(ref) in ours or id(ref) in module_dicts or isinstance(ref, types.FrameType):
+            continue
+        if isinstance(ref, types.CellType):
+            held, kind = [ref.cell_contents], "a closure variable"
+        elif isinstance(ref, dict):
+            held, kind = list(ref.values()), "a dict"
+        elif isinstance(ref, list | tuple | set | frozenset):
+            held, kind = list(ref), f"a {type(ref).__name__}"
+        else:
+            held, kind = [], f"a {type(ref).__name__}"
+        targets = sorted({names[id(h)] for h in held if id(h) in names}) or ["an original"]
+        found.extend(f"{t} is still held by {kind}" for t in targets)
+    return found

@@ -1,6 +1,6 @@
 """Every private torch._dynamo detail policycompile relies on, in one place.
 
-tests/test_dynamo_private.py checks each against the installed torch, so a torch upgrade that
+tests/apply/test_dynamo_private.py checks each against the installed torch, so a torch upgrade that
 moves one fails there, by name, rather than somewhere deep in a wrapper.
 """
 
@@ -105,15 +105,6 @@ def current_compile_id() -> tuple[int, int] | None:
     if cid is None or cid.frame_id is None:
         return None
     return int(cid.frame_id), int(cid.frame_compile_id or 0)
-
-
-def traced_root_code() -> Any:
-    """The code object of the frame being compiled (the root of the trace), if known."""
-    from torch._guards import TracingContext
-
-    ctx = TracingContext.try_get()
-    traced = getattr(ctx, "traced_code", None) if ctx is not None else None
-    return traced[0] if traced else None
 
 
 def exception_stack(exc: BaseException) -> list[tuple[str, int, str]]:

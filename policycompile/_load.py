@@ -394,11 +394,13 @@ def _translate(doc: Document, error: jsonschema.exceptions.ValidationError) -> P
             doc.key_position(path),
             rule=str(path[-1]),
         )
-    if kind == "not":
+    message = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    if isinstance(message, str) and len(path) >= 3 and path[0] == "targets":
+        # a combination the schema forbids with a message of its own (editors show it too)
+        target = path[:-1]
         return PolicySchemaError(
-            f"{where}: 'disable: true' cannot be combined with 'compile' or 'fullgraph' on the "
-            "same target (Dynamo would skip what it is asked to compile)",
-            doc.key_position((*path, "disable")),
+            f"{_where(target)}: {message}",
+            doc.key_position((*target, "disable")),
             rule=rule,
         )
     if kind == "oneOf" and error.context:

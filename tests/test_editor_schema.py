@@ -163,19 +163,31 @@ def test_misspelt_key_gets_a_diagnostic(server: LanguageServer, tmp_path: Path) 
     assert any("fullgrap" in d["message"] for d in diags)
 
 
-def test_disable_with_compile_and_bad_pattern_get_diagnostics(
-    server: LanguageServer, tmp_path: Path
-) -> None:
+def test_bad_pattern_gets_a_diagnostic(server: LanguageServer, tmp_path: Path) -> None:
     text = (
         f"# yaml-language-server: $schema={SCHEMA.as_uri()}\n"
         "version: 1\n"
         "targets:\n"
         "  myproj..step:\n"
         "    disable: true\n"
+    )
+    diags = server.diagnostics(tmp_path / "pattern.yaml", text, want_errors=True)
+    assert {d["range"]["start"]["line"] for d in diags} == {3}
+
+
+def test_disable_with_fullgraph_gets_a_diagnostic(server: LanguageServer, tmp_path: Path) -> None:
+    text = (
+        f"# yaml-language-server: $schema={SCHEMA.as_uri()}\n"
+        "version: 1\n"
+        "targets:\n"
+        "  myproj.step:\n"
+        "    disable: true\n"
         "    fullgraph: true\n"
     )
-    diags = server.diagnostics(tmp_path / "two.yaml", text, want_errors=True)
-    assert {d["range"]["start"]["line"] for d in diags} >= {3}
+    diags = server.diagnostics(tmp_path / "both.yaml", text, want_errors=True)
+    assert diags, "the editor accepted disable together with fullgraph"
+    assert {d["range"]["start"]["line"] for d in diags} <= {3, 4, 5}
+    assert any("disable" in d["message"] or "fullgraph" in d["message"] for d in diags), diags
 
 
 BUNDLED = sorted((ROOT / "policies").glob("*.yaml"))

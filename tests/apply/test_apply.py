@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 
 import pytest
 import torch
@@ -101,36 +100,56 @@ def test_second_apply_names_the_first(modules: Modules) -> None:
         pass
 
 
+FROZEN = """
+def fn(x):
+    return x
+
+class Frozen(type):
+    def __setattr__(cls, name, value):
+        raise TypeError("this class is frozen")
+
+class F(metaclass=Frozen):
+    def meth(self, x):
+        return x
+"""
+
+
 def test_atomic_when_a_patch_fails_part_way(modules: Modules) -> None:
-    name = modules.write(
-        modules.name("lib"),
-        """
-        def fn(x):
-            return x
-
-        class Frozen(type):
-            def __setattr__(cls, name, value):
-                raise TypeError("this class is frozen")
-
-        class F(metaclass=Frozen):
-            def meth(self, x):
-                return x
-        """,
-    )
+    # `other` is imported first, so it is patched before the failure in `lib`: the rollback
+    # has real work to do, in another module and in the failing module itself.
     other = modules.write(modules.name("other"), "def g(x):\n    return x\n")
-    mod, othermod = importlib.import_module(name), importlib.import_module(other)
+    othermod = importlib.import_module(other)
+    name = modules.write(modules.name("lib"), FROZEN)
+    mod = importlib.import_module(name)
+    assert list(sys.modules).index(other) < list(sys.modules).index(name)
     fn, g = mod.fn, othermod.g
     policy = modules.policy(
-        f"version: 1\ntargets:\n  {other}.g: {{disable: true}}\n  {name}.**: {{disable: true}}\n"
+        f"version: 1\ntargets:\n  {other}.g: {{disable: true}}\n  {name}.fn: {{disable: true}}\n"
+        f"  {name}.F.meth: {{disable: true}}\n"
     )
     meta_path = list(sys.meta_path)
-    with pytest.raises(pc.PolicyTargetError, match=r"cannot patch .*F\.meth.*frozen"):
+    with pytest.raises(pc.PolicyTargetError) as info:
         pc.apply(policy)
+    assert f"{policy}:5:3: error: target '{name}.F.meth' cannot be patched" in str(info.value)
+    assert "this class is frozen" in str(info.value)
     assert mod.fn is fn and othermod.g is g
+    assert "meth" in vars(mod.F) and not hasattr(vars(mod.F)["meth"], "__policycompile__")
     assert sys.meta_path == meta_path
     ok = modules.policy(f"version: 1\ntargets:\n  {other}.g: {{disable: true}}\n", "ok.yaml")
     with apply(ok):
         pass  # the failed apply left no active policy behind
+
+
+def test_patterns_skip_what_refuses_setattr_with_one_warning(modules: Modules) -> None:
+    name = modules.write(modules.name("lib"), FROZEN)
+    mod = importlib.import_module(name)
+    fn = mod.fn
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.**: {{disable: true}}\n")
+    with pytest.warns(pc.PolicyWarning) as seen, apply(policy) as handle:
+        assert mod.fn is not fn  # apply went on past the class it could not patch
+        assert [r.plan.target.attr for r in handle.records] == ["fn"]
+    lines = [str(w.message) for w in seen if "F.meth" in str(w.message)]
+    assert len(lines) == 1 and "this class is frozen" in lines[0]
 
 
 def test_missing_exact_target_is_an_error_with_suggestion(modules: Modules) -> None:
@@ -209,27 +228,30 @@ def test_patterns_skip_unpatchable_objects(modules: Modules) -> None:
 
 
 def test_wrapped_code_runs_eagerly_with_the_flag_set(modules: Modules) -> None:
-    from policycompile import _dynamo
+    import torch._dynamo.utils as dynamo_utils  # torch's own flag, not our accessor
 
     name = modules.write(
         modules.name("lib"),
         """
-        from policycompile import _dynamo
+        import torch._dynamo.utils
         def probe():
-            return _dynamo.get_error_on_graph_break()
+            return torch._dynamo.utils._error_on_graph_break
         """,
     )
     mod = importlib.import_module(name)
+    hand = torch._dynamo.error_on_graph_break(True)(mod.probe)
     policy = modules.policy(
         f"version: 1\ntargets:\n  {name}.probe: {{error_on_graph_break: true}}\n"
     )
     with apply(policy):
-        assert mod.probe() is True
-        assert _dynamo.get_error_on_graph_break() is False
-        with warnings.catch_warnings():
-            _dynamo.set_error_on_graph_break(True)
-            assert mod.probe() is True
-            _dynamo.set_error_on_graph_break(False)
+        assert mod.probe() is hand() is True
+        assert dynamo_utils._error_on_graph_break is False
+        dynamo_utils._error_on_graph_break = True  # already set: still True inside, kept after
+        try:
+            assert mod.probe() is hand() is True
+            assert dynamo_utils._error_on_graph_break is True
+        finally:
+            dynamo_utils._error_on_graph_break = False
 
 
 def test_flag_restored_after_exception(modules: Modules) -> None:

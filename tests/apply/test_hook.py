@@ -118,7 +118,9 @@ def test_two_threads_importing_at_once(modules: Modules) -> None:
 
 def test_finder_delegates_and_decides_purely() -> None:
     seen: list[str] = []
-    finder = PolicyFinder(lambda name: name.startswith("json"), lambda m, fresh: seen.append(m.__name__))
+    finder = PolicyFinder(
+        lambda name: name.startswith("json"), lambda m, fresh: seen.append(m.__name__)
+    )
     assert finder.find_spec("not_covered_at_all", None) is None
     finder.install()
     try:

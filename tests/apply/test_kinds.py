@@ -126,15 +126,46 @@ def test_error_on_graph_break_on_methods(
     assert (expected.error == "Unsupported") is value
 
 
-def test_class_rule_reaches_every_method_but_not_dunders(modules: Modules) -> None:
+CLASS_WITH_DUNDER = (
+    BREAKING_METHODS
+    + """
+def neg(self):
+    x = self.value + 1
+    torch._dynamo.graph_break()
+    return x * 2
+
+C.__neg__ = neg  # a dunder the class defines (set after the class body: same __dict__)
+C.value = torch.ones(3)
+
+@torch.compile(backend=BACKEND)
+def via_dunder(x):
+    return -c + x
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ("via_method", "Unsupported"),
+        ("via_static", "Unsupported"),
+        ("via_instance_static", "Unsupported"),
+        ("via_classmethod", "Unsupported"),
+        ("via_instance_classmethod", "Unsupported"),
+        ("via_dunder", None),  # the hand-written class leaves __neg__ alone: no error
+    ],
+)
+def test_class_rule_reaches_every_method_but_not_dunders(
+    modules: Modules, entry: str, error: str | None
+) -> None:
     expected, _ = compare(
         modules,
-        BREAKING_METHODS,
+        CLASS_WITH_DUNDER,
         {"meth": EOGB.format(True), "static": EOGB.format(True), "cls": EOGB_WRAPS.format(True)},
         "M.C: {error_on_graph_break: true}",
-        lambda m: m.via_method(torch.ones(3)),
+        lambda m: getattr(m, entry)(torch.ones(3)),
     )
-    assert expected.error == "Unsupported"
+    assert expected.error == error
 
 
 MODULE_FORWARD = """

@@ -233,21 +233,3 @@ def test_unused_rules_and_patched_counts(modules: Modules) -> None:
     assert set(doc) >= {"policy", "torch", "regions", "graph_breaks", "violations", "unused_rules"}
     assert doc["policy"]["sha256"] == handle.policy.fingerprint
     assert doc["torch"]["version"] == torch.__version__
-
-
-def test_private_dynamo_details_hold_for_installed_torch() -> None:
-    assert isinstance(_dynamo.get_error_on_graph_break(), bool)
-    assert _dynamo.is_dynamo_compiling()() is False
-    assert _dynamo.current_compile_id() is None
-    for name in _dynamo.GRAPH_BREAK_LOGGERS:
-        assert name.startswith("torch._dynamo.")
-    assert isinstance(_dynamo.recompile_reasons(), dict)
-    import torch._dynamo.symbolic_convert as sc
-
-    assert sc.graph_break_log.name == _dynamo.GRAPH_BREAK_LOGGERS[0]
-    backend = _dynamo.make_backend("inductor", None, None, None)
-    assert getattr(backend, "compiler_name", None) == "inductor"
-    compiled = torch.compile(lambda x: x, backend="eager")
-    assert _dynamo.is_compiled_function(compiled)
-    assert not _dynamo.is_compiled_function(torch.compiler.disable(lambda x: x))
-    assert isinstance(pc.Report, type)

@@ -106,7 +106,7 @@ def test_recompile_reasons_name_the_failed_guard() -> None:
     f(torch.ones(3))
     reasons = _dynamo.recompile_reasons()
     assert len(reasons) == 1
-    ((frame, attempt), reason) = next(iter(reasons.items()))
+    ((_frame, attempt), reason) = next(iter(reasons.items()))
     assert attempt == 1 and ("size" in reason or "shape" in reason)
 
 

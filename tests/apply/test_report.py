@@ -11,9 +11,6 @@ import jsonschema
 import pytest
 import torch
 
-import policycompile as pc
-from policycompile import _dynamo
-
 from ..conftest import python
 from .conftest import BACKEND, Modules, apply
 

@@ -3,7 +3,10 @@ to a function and the rule that governed it, recompiles with their reasons; audi
 
 from __future__ import annotations
 
+import ast
+import functools
 import logging
+import os
 import re
 import sys
 import threading
@@ -21,6 +24,7 @@ _RESUME = re.compile(r"^torch_dynamo_resume_in_(?P<name>.+)_at_\d+$")
 #: Every policy wrapper's code has a file name starting with this (see ``_patch.label``).
 WRAPPER_FILE_PREFIX = "<policycompile "
 _CONSEQUENCES = ("Failed to handle graph break gracefully",)
+
 _RECORDED = "__policycompile_recorded__"
 
 
@@ -195,8 +199,11 @@ class Observer:
         self._seen: set[tuple[tuple[str, str, int, str], int | None]] = set()
         self._stacks: dict[tuple[str, int], list[Frame]] = {}
         self._frame_regions: dict[int, RegionStats] = {}
-        self._raised: set[str] = set()  # compile ids of raised breaks already recorded
+        # (compile id, file, name) of the traced root of each raised break already recorded:
+        # compile ids start again after torch._dynamo.reset(), Dynamo's metrics do not
+        self._raised: set[tuple[str, str, str]] = set()
         self.current_test: str | None = None
+        self.hand = HandWritten()
         self.taps = [LogTap(n, self.on_graph_break_log) for n in _dynamo.GRAPH_BREAK_LOGGERS]
 
     def install(self) -> None:
@@ -237,9 +244,23 @@ class Observer:
         return backend.stats if isinstance(backend, ObservedBackend) else None
 
     def _region_of_code(self, code: tuple[str, str, int]) -> RegionStats | None:
-        """The compile entry whose function has this code, when exactly one has it."""
+        """The compile entry whose function has this code (or that a resume function
+        Dynamo made continues), when exactly one has it."""
+        file, name, first = code
+        resume = _RESUME.match(name)
         with self.lock:
-            found = [r for r in self.regions.values() if _code_key(r.plan.target.func) == code]
+            regions = list(self.regions.values())
+        found = []
+        for region in regions:
+            own = region.plan.target.func.__code__
+            if own.co_filename != file:
+                continue
+            if resume is None and (own.co_name, own.co_firstlineno) == (name, first):
+                found.append(region)
+            elif resume is not None and own.co_name == resume["name"]:
+                lines = [ln for _, _, ln in own.co_lines() if ln is not None]
+                if lines and min(lines) <= first <= max(lines):
+                    found.append(region)
         return found[0] if len(found) == 1 else None
 
     # -- graph breaks
@@ -257,7 +278,8 @@ class Observer:
         if region is not None and cid is not None:
             with self.lock:
                 self._frame_regions[cid[0]] = region
-        eager = _policy_files(_outer_frames(sys._getframe(1)))
+        eager = _eager(_outer_frames(sys._getframe(1)))
+        stack = _without_prefix(stack, eager)
         self.record_break(
             stack,
             reason,
@@ -290,12 +312,12 @@ class Observer:
             tb = tb.tb_next
         caller = sys._getframe(1)
         outer = [f for f in _outer_frames(caller) if f not in tb_frames]
-        eager = _policy_files([*outer, *tb_frames])
+        eager = _eager([*outer, *tb_frames])
         cid = _dynamo.exception_compile_id(exc)
         region = self._raised_region(cid, eager, stack)
         if cid is not None:
             with self.lock:
-                self._raised.add(cid)
+                self._raised.add((cid, stack[0].file, stack[0].name))
                 if region is not None:
                     region.failed.add(cid)
         self.record_break(
@@ -303,41 +325,49 @@ class Observer:
         )
 
     def _raised_region(
-        self, cid: str | None, eager: list[str], stack: list[Frame]
+        self, cid: str | None, eager: list[Frame], stack: list[Frame]
     ) -> RegionStats | None:
         if cid is not None and cid.split("/")[0].isdigit():
             with self.lock:
                 known = self._frame_regions.get(int(cid.split("/")[0]))
             if known is not None:
                 return known
-        for file in reversed(eager):  # a method's trampoline calls the compiled function
-            plan = self.entries.get(file)
+        for frame in reversed(eager):  # a method's trampoline calls the compiled function
+            plan = self.entries.get(frame.file)
             if plan is not None:
                 return self.regions.get(plan.target.display)
         found: RegionStats | None = self.index.region_of_frame(stack[0], self._region_of_code)
         return found
 
     def record_failed_compiles(self) -> None:
-        """Add the graph breaks of fullgraph entries that raised where policycompile never saw
-        the exception (user code caught it), from Dynamo's record of failed compiles.
+        """Add the graph breaks that raised where policycompile never saw the exception (user
+        code caught it before it reached a policy wrapper), from Dynamo's record of failed
+        compiles (the last 64).
 
-        Only fullgraph entries: elsewhere Dynamo records, in the same way, failures it
-        recovered from itself by running the frame eagerly. (Breaks forbidden by
-        ``error_on_graph_break`` are recorded as they pass through the policy's wrapper.)
+        Dynamo records, in the same way, failures it recovered from itself by running the
+        frame eagerly; it raises to the user exactly when the break is forbidden there. So a
+        failure counts when the compile entry is fullgraph, or when the setting in force at
+        the break (the entry's own, then that of the function the break is in, then what the
+        source says by hand) forbids it. Nothing of the policy raises in audit mode.
         """
         if self.audit:
-            return  # fullgraph is relaxed in audit mode: nothing of the policy raises
+            return
         for failed in _dynamo.failed_compiles():
             region = self._region_of_code(failed.code)
-            if region is None or not region.fullgraph:
+            if region is None:
                 continue
+            site = Frame(failed.file, failed.line, "")
+            entered = [region.plan, self.index.entered([site], self.wrappers)[0]]
+            settings = self._settings([], [site, site], entered)
+            if self.govern(region, settings)[1]:
+                continue
+            key = (failed.compile_id, failed.code[0], failed.code[1])
             with self.lock:
-                if failed.compile_id in self._raised:
+                if key in self._raised:
                     continue
-                self._raised.add(failed.compile_id)
+                self._raised.add(key)
                 region.failed.add(failed.compile_id)
             reason = short_reason_text(failed.reason)
-            site = Frame(failed.file, failed.line, "")
             self.record_break([site], reason, frame_id=None, raised=True, region=region, eager=[])
 
     def record_break(
@@ -348,18 +378,20 @@ class Observer:
         frame_id: int | None,
         raised: bool,
         region: RegionStats | None,
-        eager: list[str],
+        eager: list[Frame],
     ) -> None:
+        """Record one break: ``eager`` are the Python frames around the compile (outermost
+        first), ``stack`` the frames Dynamo traced, down to the break."""
         if reason.startswith(_CONSEQUENCES):
             return  # Dynamo giving up on a caller because of a break already recorded inside
         user = [f for f in stack if not f.file.startswith(WRAPPER_FILE_PREFIX)]
         if not user:
             return
         site = user[-1]
-        around = [self.wrappers[f] for f in eager if f in self.wrappers]
-        around += self.index.entered(stack, self.wrappers)
-        function = self.index.name_of(site, around[-1] if around else None)
-        rule, allowed = self.govern(region, around)
+        entered = self.index.entered(stack, self.wrappers)
+        plans = [p for p in entered if p is not None]
+        function = self.index.name_of(site, plans[-1] if plans else None)
+        rule, allowed = self.govern(region, self._settings(eager, stack, entered))
         if not self.audit:
             allowed = not raised  # Dynamo itself decided
         key = (function, site.file, site.line, reason)
@@ -377,16 +409,41 @@ class Observer:
             if self.current_test and self.current_test not in event.tests:
                 event.tests.append(self.current_test)
 
+    def _settings(
+        self, eager: list[Frame], stack: list[Frame], entered: list[Any]
+    ) -> list[tuple[bool, str | None]]:
+        """Every error_on_graph_break in force at the break, outermost first, as (value, rule):
+        the policy's wrappers (rule "pattern (file:line)") and what the source says by hand
+        (rule None), around the compile and then along the traced frames."""
+        out: list[tuple[bool, str | None]] = []
+
+        def policy(plan: Any) -> None:
+            if plan is not None and plan.error_on_graph_break is not None:
+                out.append((plan.error_on_graph_break, plan.rules.get("error_on_graph_break")))
+
+        for frame in eager:
+            if frame.file.startswith(WRAPPER_FILE_PREFIX):
+                policy(self.wrappers.get(frame.file))
+            else:
+                out.extend((v, None) for v in self.hand.at(frame))
+        for frame, plan in zip(stack, entered, strict=True):
+            policy(plan)
+            if not frame.file.startswith(WRAPPER_FILE_PREFIX):
+                out.extend((v, None) for v in self.hand.at(frame))
+        return out
+
     @staticmethod
-    def govern(region: RegionStats | None, around: list[Any]) -> tuple[str | None, bool]:
-        """(rule, allowed) for a break under ``region`` inside the policy wrappers ``around``
-        (outermost first): a fullgraph region forbids every break; otherwise the innermost
-        wrapper with an error_on_graph_break setting decides, as the flag would."""
+    def govern(
+        region: RegionStats | None, settings: list[tuple[bool, str | None]]
+    ) -> tuple[str | None, bool]:
+        """(rule, allowed) for a break under ``region`` with the error_on_graph_break
+        ``settings`` in force (outermost first): a fullgraph region forbids every break;
+        otherwise the innermost setting decides, as the flag would."""
         if region is not None and region.fullgraph:
             return region.plan.rules.get("compile.fullgraph"), False
-        for plan in reversed(around):
-            if plan.error_on_graph_break is not None:
-                return plan.rules.get("error_on_graph_break"), not plan.error_on_graph_break
+        if settings:
+            value, rule = settings[-1]
+            return rule, not value
         return None, True
 
 
@@ -407,15 +464,36 @@ def _outer_frames(frame: types.FrameType | None) -> list[types.FrameType]:
     return out
 
 
-def _policy_files(frames: Iterable[types.FrameType]) -> list[str]:
-    return [
-        f.f_code.co_filename for f in frames if f.f_code.co_filename.startswith(WRAPPER_FILE_PREFIX)
-    ]
+def _eager(frames: Iterable[types.FrameType]) -> list[Frame]:
+    """The Python frames around a compile, outermost first, down to where Dynamo starts."""
+    out = []
+    for f in frames:
+        file = f.f_code.co_filename
+        if file.startswith(_dynamo_dir()):
+            break
+        out.append(Frame(file, f.f_lineno or 0, f.f_code.co_name))
+    return out
 
 
-def _code_key(func: Any) -> tuple[str, str, int]:
-    code = func.__code__
-    return (code.co_filename, code.co_name, code.co_firstlineno)
+@functools.cache
+def _dynamo_dir() -> str:
+    torch = sys.modules.get("torch")
+    root = os.path.dirname(getattr(torch, "__file__", None) or "/nonexistent/")
+    return os.path.join(root, "_dynamo") + os.sep
+
+
+def _without_prefix(stack: list[Frame], eager: list[Frame]) -> list[Frame]:
+    """``stack`` without the frames above Dynamo that its log message repeats from ``eager``."""
+    keys = [(f.file, f.line, f.name) for f in eager]
+    j = i = 0
+    while i < len(stack):
+        key = (stack[i].file, stack[i].line, stack[i].name)
+        try:
+            j = keys.index(key, j) + 1
+        except ValueError:
+            break
+        i += 1
+    return stack[i:]
 
 
 def _chain(func: Any) -> Iterator[Any]:
@@ -425,6 +503,101 @@ def _chain(func: Any) -> Iterator[Any]:
         seen.add(id(func))
         yield func
         func = vars(func).get("__wrapped__")
+
+
+@dataclass(frozen=True)
+class _Def:
+    """A function in a source file, with the error_on_graph_break settings written in it."""
+
+    name: str
+    start: int
+    end: int
+    decorators: tuple[bool, ...]  # @error_on_graph_break(v), outermost first
+    blocks: tuple[tuple[int, int, bool], ...]  # with error_on_graph_break(v): (first, last, v)
+
+
+class HandWritten:
+    """The ``error_on_graph_break`` settings written by hand in the source: decorators and
+    ``with`` blocks with a literal value. Audit mode needs them to tell, as a normal run
+    would, whether a break under the policy's setting is allowed by a hand-written one
+    closer to it. Files are parsed once, on the first break in them; torch's are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, list[_Def]] = {}
+
+    def at(self, frame: Frame) -> list[bool]:
+        """The hand-written settings in force at ``frame``'s line, outermost first."""
+        defs = self._files.get(frame.file)
+        if defs is None:
+            defs = self._files[frame.file] = _parse_settings(frame.file)
+        if not defs:
+            return []
+        name = frame.name
+        resume = _RESUME.match(name)
+        if resume:
+            name = resume["name"]
+        best = None
+        for d in defs:
+            inside = d.start <= frame.line <= d.end and d.name == name
+            if inside and (best is None or d.start >= best.start):
+                best = d
+        if best is None:
+            return []
+        blocks = [v for first, last, v in best.blocks if first <= frame.line <= last]
+        return [*best.decorators, *blocks]
+
+
+def _literal_setting(node: ast.expr) -> bool | None:
+    """v for a call ``error_on_graph_break(v)`` (any prefix) with a literal bool."""
+    if not isinstance(node, ast.Call) or len(node.args) != 1 or node.keywords:
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    arg = node.args[0]
+    if name == "error_on_graph_break" and isinstance(arg, ast.Constant):
+        return arg.value if isinstance(arg.value, bool) else None
+    return None
+
+
+def _parse_settings(file: str) -> list[_Def]:
+    if file.startswith("<") or file.startswith(os.path.dirname(_dynamo_dir().rstrip(os.sep))):
+        return []
+    try:
+        with open(file, "rb") as f:
+            source = f.read()
+        if b"error_on_graph_break" not in source:
+            return []
+        tree = ast.parse(source, file)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    out: list[_Def] = []
+
+    def visit(node: ast.AST, name: str, start: int, end: int, decorators: tuple[bool, ...]) -> None:
+        blocks: list[tuple[int, int, bool]] = []
+        todo = list(ast.iter_child_nodes(node))
+        while todo:
+            child = todo.pop()
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                found = (_literal_setting(d) for d in child.decorator_list)
+                decs = tuple(v for v in found if v is not None)
+                visit(child, child.name, child.lineno, child.end_lineno or child.lineno, decs)
+                continue
+            if isinstance(child, ast.Lambda | ast.ClassDef):
+                if isinstance(child, ast.ClassDef):
+                    todo.extend(child.body)
+                continue
+            if isinstance(child, ast.With | ast.AsyncWith):
+                for item in child.items:
+                    value = _literal_setting(item.context_expr)
+                    if value is not None:
+                        blocks.append((child.lineno, child.end_lineno or child.lineno, value))
+            todo.extend(ast.iter_child_nodes(child))
+        blocks.sort()
+        out.append(_Def(name, start, end, decorators, tuple(blocks)))
+
+    visit(tree, "<module>", 1, 10**9, ())
+    return out
 
 
 class FunctionIndex:
@@ -508,8 +681,8 @@ class FunctionIndex:
         return self._heads_cache
 
     def entered(self, stack: list[Frame], wrappers: dict[str, Any]) -> list[Any]:
-        """The plans of the patched targets that the traced ``stack`` (outermost first)
-        enters, in order.
+        """For each frame of the traced ``stack`` (outermost first), the plan of the patched
+        target the frame enters, or None.
 
         A frame of a policy wrapper names its plan. Dynamo leaves some wrapper frames out of
         its stacks (a wrapper that forwards ``*args, **kwargs``), so a frame running a
@@ -519,29 +692,38 @@ class FunctionIndex:
         """
         heads = self._heads()
         codes = [None if f.file in wrappers else self.code_of(f) for f in stack]
-        out = []
+        out: list[Any] = []
+        chain: tuple[Any, ...] = ()  # the __wrapped__ chain being walked, and where in it
+        at = 0
         for i, frame in enumerate(stack):
             if frame.file in wrappers:
                 out.append(wrappers[frame.file])
+                chain, at = (), 0
                 continue
             found = codes[i]
+            if found is not None and at + 1 < len(chain) and chain[at + 1] is found[0]:
+                out.append(None)  # the decorated function, called by its decorator's wrapper
+                at += 1
+                continue
             cands = heads.get(found[0]) if found is not None else None
             if not cands:
+                out.append(None)
+                chain, at = (), 0
                 continue
 
             def follows(chain: tuple[Any, ...], start: int = i) -> int:
                 n = 0
                 for k, code in enumerate(chain):
-                    at = codes[start + k] if start + k < len(codes) else None
-                    if at is None or at[0] is not code:
+                    got = codes[start + k] if start + k < len(codes) else None
+                    if got is None or got[0] is not code:
                         break
                     n += 1
                 return n
 
-            best = max(cands, key=lambda c: follows(c[1]))
-            if out and out[-1] is best[0]:
-                continue  # the wrapper frame and the function it called
-            out.append(best[0])
+            best, chain = max(cands, key=lambda c: follows(c[1]))
+            at = 0
+            # the wrapper frame and the function it called are one entry
+            out.append(None if i and out[i - 1] is best else best)
         return out
 
     def region_of_frame(self, frame: Frame, by_code: Callable[[tuple[str, str, int]], Any]) -> Any:

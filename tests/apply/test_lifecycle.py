@@ -1,0 +1,423 @@
+"""apply() and undo() leave nothing half done: modules still executing, finders inserted in
+front of ours, aliases taken after apply, circular imports, re-exports in either order,
+undo racing an import or interrupted, exact rules through aliases, and what cannot be
+patched. Each effect is checked by behaviour: ``probe()`` returns torch's own
+error_on_graph_break flag as it runs, so a wrapped probe returns True."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import textwrap
+import threading
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch._dynamo.utils
+
+import policycompile as pc
+
+from ..conftest import python
+from .conftest import Modules, apply
+
+PROBE = """
+import torch._dynamo.utils
+
+def probe():
+    return torch._dynamo.utils._error_on_graph_break
+"""
+
+
+def eogb(*names: str) -> str:
+    return "version: 1\ntargets:\n" + "".join(
+        f"  {n}: {{error_on_graph_break: true}}\n" for n in names
+    )
+
+
+# -- modules still executing when apply runs ----------------------------------------------
+
+
+def test_module_imported_by_another_thread_is_patched_when_it_finishes(modules: Modules) -> None:
+    name = modules.name("slow")
+    gate, started = threading.Event(), threading.Event()
+    sys.modules["pc_gate"] = types.SimpleNamespace(gate=gate, started=started)  # type: ignore[assignment]
+    modules.write(
+        name,
+        """
+        import pc_gate, torch._dynamo.utils
+        def early():
+            return torch._dynamo.utils._error_on_graph_break
+        pc_gate.started.set()
+        pc_gate.gate.wait(30)
+        def late():
+            return torch._dynamo.utils._error_on_graph_break
+        """,
+    )
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(importlib.import_module(name)))
+    worker.start()
+    try:
+        assert started.wait(30)
+        # `late` does not exist yet: no "names nothing" error, it is checked at the end
+        handle = apply(modules.policy(eogb(f"{name}.early", f"{name}.late")))
+    finally:
+        gate.set()
+        worker.join(30)
+        del sys.modules["pc_gate"]
+    with handle:
+        (mod,) = done
+        assert mod.early() is True and mod.late() is True
+    assert mod.early() is False and mod.late() is False
+
+
+def test_apply_called_inside_a_covered_module(modules: Modules) -> None:
+    name = modules.name("selfapply")
+    policy = modules.policy(eogb(f"{name}.before", f"{name}.after"))
+    modules.write(
+        name,
+        f"""
+        import policycompile, torch._dynamo.utils
+        def before():
+            return torch._dynamo.utils._error_on_graph_break
+        HANDLE = policycompile.apply({str(policy)!r})
+        def after():
+            return torch._dynamo.utils._error_on_graph_break
+        """,
+    )
+    mod = importlib.import_module(name)
+    with mod.HANDLE:
+        assert mod.before() is True and mod.after() is True
+
+
+def test_missing_name_in_a_module_that_finished_is_still_an_error(modules: Modules) -> None:
+    name = modules.name("selfapply_typo")
+    policy = modules.policy(eogb(f"{name}.aftr"))
+    modules.write(
+        name,
+        f"""
+        import policycompile
+        HANDLE = policycompile.apply({str(policy)!r})
+        def after():
+            return 1
+        """,
+    )
+    with pytest.raises(pc.PolicyTargetError, match="did you mean 'after'"):
+        importlib.import_module(name)
+
+
+def test_apply_at_the_top_of_a_plain_script_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(eogb("train.step"))
+    (tmp_path / "train.py").write_text(
+        "import policycompile\nhandle = policycompile.apply('p.yaml')\n"
+        "def step():\n    return 1\n"
+    )
+    done = python("train.py", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "p.yaml:3:3: error: target 'train.step' names nothing yet" in done.stderr
+    assert "train.py:2" in done.stderr and "policycompile run p.yaml" in done.stderr
+    # applied after the definitions, the same script works, and so does `policycompile run`
+    (tmp_path / "late.py").write_text(
+        "import policycompile, torch._dynamo.utils\n"
+        "def step():\n    return torch._dynamo.utils._error_on_graph_break\n"
+        "with policycompile.apply('p2.yaml'):\n    print(step())\n"
+    )
+    (tmp_path / "p2.yaml").write_text(eogb("late.step"))
+    done = python("late.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
+    (tmp_path / "run.py").write_text(
+        "import torch._dynamo.utils\n"
+        "def step():\n    return torch._dynamo.utils._error_on_graph_break\nprint(step())\n"
+    )
+    (tmp_path / "p3.yaml").write_text(eogb("run.step"))
+    done = python("-m", "policycompile", "run", "p3.yaml", "run.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
+
+
+# -- finders and aliases --------------------------------------------------------------------
+
+
+class FrontFinder(importlib.abc.MetaPathFinder):
+    """A finder inserted in front of everything after apply, answering for one module with
+    a loader of its own (as typeguard's hook and pytest's assertion rewriter do)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loaded: list[str] = []
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        assert spec is not None
+        real = spec.loader
+        finder = self
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> None:
+                return None
+
+            def exec_module(self, module: types.ModuleType) -> None:
+                finder.loaded.append(module.__name__)
+                real.exec_module(module)  # type: ignore[union-attr]
+
+        spec.loader = Loader()
+        return spec
+
+
+def test_a_finder_inserted_in_front_after_apply_does_not_bypass_patching(
+    modules: Modules,
+) -> None:
+    name = modules.write(modules.name("front"), PROBE)
+    with apply(modules.policy(eogb(f"{name}.probe"))):
+        front = FrontFinder(name)
+        sys.meta_path.insert(0, front)
+        try:
+            mod = importlib.import_module(name)
+        finally:
+            sys.meta_path.remove(front)
+        assert front.loaded == [name]  # its loader ran
+        assert mod.probe() is True  # and the module was patched all the same
+
+
+def test_aliases_taken_after_apply_are_restored_by_undo(modules: Modules) -> None:
+    lib = modules.write(modules.name("lib"), PROBE)
+    with apply(modules.policy(eogb(f"{lib}.probe"))):
+        user = importlib.import_module(
+            modules.write(modules.name("user"), f"from {lib} import probe\n")
+        )
+        assert user.probe() is True
+    original = importlib.import_module(lib).probe
+    assert user.probe is original and user.probe() is False
+
+
+def test_circular_import_rebinds_the_alias(modules: Modules) -> None:
+    a, b = modules.name("circ_a"), modules.name("circ_b")
+    modules.write(a, PROBE + f"\nimport {b}\n")
+    modules.write(b, f"from {a} import probe\n")
+    with apply(modules.policy(eogb(f"{a}.probe"))):
+        mod_a, mod_b = importlib.import_module(a), sys.modules[b]
+        assert mod_b.probe is mod_a.probe and mod_b.probe() is True
+    assert mod_b.probe is mod_a.probe and mod_b.probe() is False
+
+
+@pytest.mark.parametrize("when", ["before_import", "after_import"])
+def test_reexport_with_rules_on_both_names(modules: Modules, when: str) -> None:
+    pkg = modules.name("pkg")
+    modules.write(f"{pkg}.impl", PROBE)
+    (modules.root / pkg / "__init__.py").write_text("from .impl import probe\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {pkg}.impl.probe: {{error_on_graph_break: true}}\n"
+        f"  {pkg}.probe: {{error_on_graph_break: false}}\n"
+    )
+    if when == "after_import":
+        importlib.import_module(pkg)
+    with apply(policy):
+        mod = importlib.import_module(pkg)
+        impl = sys.modules[f"{pkg}.impl"]
+        # as by hand: impl.probe = eogb(True)(f); pkg.probe = eogb(False)(impl.probe)
+        assert impl.probe() is True
+        assert mod.probe() is True  # the inner (defining) wrapper is closer to the function
+        assert mod.probe.__wrapped__ is impl.probe
+    assert mod.probe is impl.probe and impl.probe() is False
+    assert not hasattr(impl.probe, "__wrapped__")
+
+
+# -- undo -----------------------------------------------------------------------------------
+
+
+def test_undo_while_another_thread_imports_leaves_nothing_wrapped(modules: Modules) -> None:
+    name = modules.name("racing")
+    gate, started = threading.Event(), threading.Event()
+    sys.modules["pc_gate"] = types.SimpleNamespace(gate=gate, started=started)  # type: ignore[assignment]
+    modules.write(
+        name,
+        PROBE + "\nimport pc_gate\npc_gate.started.set()\npc_gate.gate.wait(30)\n",
+    )
+    handle = apply(modules.policy(eogb(f"{name}.probe")))
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(importlib.import_module(name)))
+    worker.start()
+    try:
+        assert started.wait(30)
+        handle.undo()  # the import is half way: its patching must not happen after this
+    finally:
+        gate.set()
+        worker.join(30)
+        del sys.modules["pc_gate"]
+    (mod,) = done
+    assert mod.probe() is False
+    assert not hasattr(mod.probe, "__wrapped__")
+
+
+def test_interrupted_undo_is_finished_by_a_second_undo(modules: Modules) -> None:
+    name = modules.write(
+        modules.name("interrupt"),
+        PROBE
+        + textwrap.dedent(
+            """
+            class Touchy(type):
+                sets = 0
+                def __setattr__(cls, attr, value):
+                    Touchy.sets += 1
+                    if Touchy.sets == 2:  # the first restore, in undo
+                        raise KeyboardInterrupt
+                    super().__setattr__(attr, value)
+
+            class C(metaclass=Touchy):
+                def meth(self):
+                    return probe()
+
+            def other():
+                return probe()
+            """
+        ),
+    )
+    mod = importlib.import_module(name)
+    originals = (mod.probe, vars(mod.C)["meth"], mod.other)
+    handle = apply(modules.policy(eogb(f"{name}.**")))
+    assert mod.C().meth() is True and mod.other() is True
+    with pytest.raises(KeyboardInterrupt):
+        handle.undo()
+    handle.undo()
+    assert (mod.probe, vars(mod.C)["meth"], mod.other) == originals
+    assert mod.C().meth() is False
+    handle.undo()  # and a third is harmless
+
+
+# -- exact rules through aliases ------------------------------------------------------------
+
+ALIASES = """
+import torch._dynamo.utils
+
+def _flag():
+    return torch._dynamo.utils._error_on_graph_break
+
+lam = lambda: _flag()
+
+class _Impl:
+    def forward(self):
+        return _flag()
+
+Public = _Impl
+
+def make():
+    class Made:
+        def forward(self):
+            return _flag()
+    return Made
+
+Made = make()
+"""
+
+
+@pytest.mark.parametrize(
+    ("rule", "call"),
+    [
+        ("lam", lambda m: m.lam()),
+        ("Public.forward", lambda m: m.Public().forward()),
+        ("Public", lambda m: m.Public().forward()),
+        ("Made.forward", lambda m: m.Made().forward()),
+    ],
+)
+def test_exact_rules_through_aliases_patch(modules: Modules, rule: str, call: Any) -> None:
+    name = modules.write(modules.name("aliases"), ALIASES)
+    mod = importlib.import_module(name)
+    assert call(mod) is False
+    with apply(modules.policy(eogb(f"{name}.{rule}"))):
+        assert call(mod) is True
+    assert call(mod) is False
+
+
+def test_exact_rule_through_an_imported_module_is_a_located_error(modules: Modules) -> None:
+    name = modules.write(modules.name("np_alias"), "import textwrap as tw\n")
+    importlib.import_module(name)
+    policy = modules.policy(eogb(f"{name}.tw.dedent"))
+    with pytest.raises(pc.PolicyTargetError) as info:
+        apply(policy)
+    assert info.value.line == 3
+    assert "is the module textwrap" in str(info.value) and "textwrap.dedent" in str(info.value)
+
+
+# -- what cannot be patched ------------------------------------------------------------------
+
+HOSTILE = """
+import types
+
+class ReadOnly(types.ModuleType):
+    def __setattr__(self, name, value):
+        raise AttributeError("read-only module")
+
+def make_readonly(name):
+    mod = ReadOnly(name)
+    exec("def fn():\\n    return 1\\n", vars(mod))
+    vars(mod)["fn"].__module__ = name
+    return mod
+
+class Shifty:
+    @property
+    def __class__(self):
+        raise RuntimeError("no class for you")
+
+weird = Shifty()
+
+def fine():
+    return 1
+"""
+
+
+def test_patterns_skip_what_cannot_be_patched(modules: Modules) -> None:
+    name = modules.write(modules.name("hostile"), HOSTILE)
+    mod = importlib.import_module(name)
+    ro_name = f"{name}_ro"
+    sys.modules[ro_name] = mod.make_readonly(ro_name)
+    nameless = types.ModuleType(f"{name}_nameless")
+    del nameless.__name__
+    sys.modules[f"{name}_nameless"] = nameless
+    try:
+        policy = modules.policy(
+            f"version: 1\ntargets:\n  {name}*.**: {{error_on_graph_break: true}}\n"
+        )
+        with pytest.warns(pc.PolicyWarning, match="read-only module") as seen:
+            handle = apply(policy)
+        with handle:
+            assert mod.fine is not None and hasattr(mod.fine, "__wrapped__")
+        assert len([w for w in seen if "read-only module" in str(w.message)]) == 1
+        exact = modules.policy(eogb(f"{ro_name}.fn"), "exact.yaml")
+        with pytest.raises(pc.PolicyTargetError, match="read-only module") as info:
+            apply(exact)
+        assert info.value.line == 3
+    finally:
+        del sys.modules[ro_name], sys.modules[f"{name}_nameless"]
+
+
+@pytest.mark.parametrize("pattern", ["torch.utils.**", "torch.fx.**", "torch.nn.**"])
+def test_broad_torch_patterns_apply_and_undo_cleanly(modules: Modules, pattern: str) -> None:
+    import torch.fx
+
+    before = torch.fx.symbolic_trace
+    policy = modules.policy(f"version: 1\ntargets:\n  {pattern}: {{error_on_graph_break: false}}\n")
+    with apply(policy) as handle:
+        assert len(handle.records) > 50
+        traced = torch.fx.symbolic_trace(torch.nn.Linear(2, 2))  # torch still works
+        assert isinstance(traced, torch.fx.GraphModule)
+        compiled = torch.compile(torch.nn.Linear(2, 2), backend="eager")
+        assert compiled(torch.ones(2)).shape == (2,)
+    assert torch.fx.symbolic_trace is before
+
+
+def test_torch_compile_machinery_is_never_wrapped(modules: Modules) -> None:
+    policy = modules.policy("version: 1\ntargets:\n  torch.**: {error_on_graph_break: false}\n")
+    with apply(policy) as handle:
+        wrapped = {r.plan.target.module for r in handle.records}
+        assert "torch.nn.functional" in wrapped
+        assert not [m for m in wrapped if m.startswith(("torch._dynamo", "torch._inductor"))]
+        assert torch._dynamo.utils._error_on_graph_break is False
+        f = torch.compile(lambda x: torch.nn.functional.relu(x) + 1, backend="eager")
+        assert f(torch.ones(2)).tolist() == [2.0, 2.0]
+    exact = modules.policy(eogb("torch._dynamo.utils.is_compile_supported"), "exact.yaml")
+    with pytest.raises(pc.PolicyTargetError, match="part of torch.compile itself"):
+        apply(exact)

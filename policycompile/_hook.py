@@ -44,6 +44,24 @@ class ChainedLoader(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
+class FinderFirst(list):  # type: ignore[type-arg]
+    """``sys.meta_path`` while a policy is applied: a finder inserted in front of the policy's
+    finder (pytest's assertion rewriter, typeguard's and wrapt's hooks all do
+    ``sys.meta_path.insert(0, finder)``) goes right behind it instead, so that covered
+    modules it finds are still patched; it is asked for them first all the same, by the
+    policy's finder, before any finder behind it."""
+
+    def insert(self, index: Any, finder: Any) -> None:
+        if not isinstance(finder, PolicyFinder):
+            index = int(index)
+            if index < 0:
+                index = max(0, len(self) + index)
+            ours = [i for i, f in enumerate(self) if isinstance(f, PolicyFinder)]
+            if ours and index <= ours[-1]:
+                index = ours[-1] + 1
+        super().insert(index, finder)
+
+
 class PolicyFinder(importlib.abc.MetaPathFinder):
     """Asks the finders behind it for the spec of a covered module and chains its loader.
 
@@ -113,9 +131,12 @@ class PolicyFinder(importlib.abc.MetaPathFinder):
         return bool(path) and path[0] is not self and self in path
 
     def install(self) -> None:
-        """Put the finder first on ``sys.meta_path`` (moving it there if it is already on)."""
+        """Put the finder first on ``sys.meta_path`` (moving it there if it is already on),
+        and keep it first: see :class:`FinderFirst`."""
         self.uninstall()
-        sys.meta_path.insert(0, self)
+        if not isinstance(sys.meta_path, FinderFirst):
+            sys.meta_path = FinderFirst(sys.meta_path)
+        list.insert(sys.meta_path, 0, self)
 
     def uninstall(self) -> None:
         """Remove the finder; idempotent."""

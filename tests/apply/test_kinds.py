@@ -428,3 +428,25 @@ def test_nested_classes_are_reached(modules: Modules) -> None:
         mod = importlib.import_module(name)
         assert [r.plan.target.display for r in handle.records] == [f"{name}.Outer.Inner.deep"]
         assert mod.Outer.Inner().deep(3) == 3
+
+
+def test_method_compile_entry_keeps_attributes_like_torch_compile(modules: Modules) -> None:
+    name = modules.write(
+        modules.name("attrs"),
+        """
+        class C:
+            def meth(self, x):
+                return x + 1
+        C.meth.marker = "kept"
+        """,
+    )
+    mod = importlib.import_module(name)
+    hand = torch.compile(vars(mod.C)["meth"], backend=BACKEND)
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\n"
+        f"targets:\n  {name}.C.meth: {{compile: true}}\n"
+    )
+    with apply(policy):
+        patched = vars(mod.C)["meth"]
+        assert patched.marker == hand.marker == "kept"
+        assert torch.equal(mod.C().meth(torch.ones(2)), torch.full((2,), 2.0))

@@ -112,8 +112,7 @@ def test_missing_name_in_a_module_that_finished_is_still_an_error(modules: Modul
 def test_apply_at_the_top_of_a_plain_script_says_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(eogb("train.step"))
     (tmp_path / "train.py").write_text(
-        "import policycompile\nhandle = policycompile.apply('p.yaml')\n"
-        "def step():\n    return 1\n"
+        "import policycompile\nhandle = policycompile.apply('p.yaml')\ndef step():\n    return 1\n"
     )
     done = python("train.py", cwd=tmp_path)
     assert done.returncode == 1
@@ -419,5 +418,5 @@ def test_torch_compile_machinery_is_never_wrapped(modules: Modules) -> None:
         f = torch.compile(lambda x: torch.nn.functional.relu(x) + 1, backend="eager")
         assert f(torch.ones(2)).tolist() == [2.0, 2.0]
     exact = modules.policy(eogb("torch._dynamo.utils.is_compile_supported"), "exact.yaml")
-    with pytest.raises(pc.PolicyTargetError, match="part of torch.compile itself"):
+    with pytest.raises(pc.PolicyTargetError, match=r"part of torch\.compile itself"):
         apply(exact)

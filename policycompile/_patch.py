@@ -521,7 +521,8 @@ def plan_module(
     # a re-export, a lambda) decides it under the name the rule gives.
     skipped: list[str] = []
     targets.extend(module_targets(module, only, skipped))
-    result.skipped = [line for line in skipped if policy.tree.matches(line.split(":")[0])]
+    if reexports is not True:  # the re-export pass sees the same module a second time
+        result.skipped = [line for line in skipped if policy.tree.matches(line.split(":")[0])]
     seen: set[tuple[int, str]] = set()
     for target in targets:
         key = (id(target.owner), target.attr)

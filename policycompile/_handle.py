@@ -35,6 +35,15 @@ log = logging.getLogger("policycompile")
 Entry = Record | AliasRecord
 
 
+class Patched(list[Record]):
+    """The records one call to ``patch_module`` made; ``deferred`` says it left re-exports
+    for a later pass."""
+
+    def __init__(self, records: list[Record] | None = None, *, deferred: bool = False) -> None:
+        super().__init__(records or [])
+        self.deferred = deferred
+
+
 class _State:
     """All process-wide state of policycompile: the active handle, under one lock.
 
@@ -118,10 +127,9 @@ class PolicyHandle:
         self.observer.install()
         covered = [m for m in _modules() if self._covers(m)]
         self._check_main(covered)
-        for module in covered:
-            self._patch_now_or_later(module, reexports=False)
+        later = [m for m in covered if self._patch_now_or_later(m, reexports=False)]
         self.rebind_aliases(_modules())
-        for module in covered:
+        for module in later:
             self._patch_now_or_later(module, reexports=True)
         self.finder = _hook.PolicyFinder(
             self.policy.tree.covers_module, self._on_import, self._on_displaced
@@ -132,14 +140,15 @@ class PolicyHandle:
         name = policy_module_name(module)
         return name is not None and self.policy.tree.covers_module(name)
 
-    def _patch_now_or_later(self, module: types.ModuleType, *, reexports: bool) -> None:
-        if _hook.is_executing(module):
-            self.patch_module(module, partial=True, reexports=reexports)
-            if module not in self._watched:
-                self._watched.append(module)
-                _hook.when_executed(module, self._on_finished)
-        else:
-            self.patch_module(module, reexports=reexports)
+    def _patch_now_or_later(self, module: types.ModuleType, *, reexports: bool) -> bool:
+        """Patch ``module`` (as far as it got, if it is still executing); True when it holds
+        re-exports left for the pass after this one."""
+        executing = _hook.is_executing(module)
+        plan = self.patch_module(module, partial=executing, reexports=reexports)
+        if executing and module not in self._watched:
+            self._watched.append(module)
+            _hook.when_executed(module, self._on_finished)
+        return plan.deferred
 
     def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
         done = self.patch_module(module)
@@ -177,7 +186,7 @@ class PolicyHandle:
         *,
         partial: bool = False,
         reexports: bool | None = None,
-    ) -> list[Record]:
+    ) -> Patched:
         """Patch one module, all or nothing. Raises for a missing exact target under strict.
 
         :param only: patch just the object this module attribute names (``policycompile run``
@@ -192,10 +201,10 @@ class PolicyHandle:
             self._warn(f"skipped {line}")
         if not partial:
             self._report_problems(plan)
-        done: list[Record] = []
+        done = Patched(deferred=plan.deferred)
         with self._lock:
             if not self.active:
-                return []
+                return done
             try:
                 for p in plan.plans:
                     owner, attr = p.target.owner, p.target.attr

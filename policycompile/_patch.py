@@ -470,6 +470,8 @@ class ModulePlan:
     problems: list[PolicyError] = field(default_factory=list)
     # what patterns reach but cannot be patched: one line each, for warnings
     skipped: list[str] = field(default_factory=list)
+    # re-exports left for a later pass (``reexports=False``)
+    deferred: bool = False
 
 
 #: Modules that implement torch.compile (and policycompile itself): wrapping their functions
@@ -530,6 +532,7 @@ def plan_module(
             continue
         seen.add(key)
         if reexports is not None and is_reexport(target) != reexports:
+            result.deferred = result.deferred or not reexports
             continue
         ours = patch_info(target.raw)
         if ours is not None and ours.name == target.name:

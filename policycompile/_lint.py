@@ -3,10 +3,11 @@ compile entries nested in compile entries."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import combinations
 
 from ._errors import PolicyConflictError, Position
 from ._policy import Policy
@@ -33,27 +34,59 @@ def lint(policy: Policy) -> list[Diagnostic]:
 
 def _conflicts(policy: Policy) -> Iterator[Diagnostic]:
     # Only equally specific patterns can tie; two literal patterns tie only if identical,
-    # and identical patterns are one rule, so at least one of a pair has a wildcard.
+    # and identical patterns are one rule, so at least one of a pair has a wildcard. And two
+    # patterns can only match one name if the literal segments they start with agree: each
+    # rule with a wildcard is compared with the rules whose literal prefix is an ancestor of
+    # its own, equal to it, or under it (sub-quadratic: 10,000 targets take seconds).
     groups: dict[tuple[str, int, int, int], list[Rule]] = defaultdict(list)
     for rule in policy.rules:
         p = rule.pattern
         for setting in rule.settings:
             groups[(setting.key, p.literal, p.partial, p.double)].append(rule)
     for (key, *_), rules in groups.items():
-        for a, b in combinations(rules, 2):
-            sa, sb = a.get(key), b.get(key)
-            if sa is None or sb is None or sa.value == sb.value:
-                continue
-            if a.pattern.is_exact and b.pattern.is_exact:
-                continue
-            witness = overlap_witness(a.pattern, b.pattern)
-            if witness is None:
-                continue
-            try:
-                policy.resolve(witness)
-            except PolicyConflictError as exc:
-                where = exc.position if exc.position is not None else a.position
-                yield Diagnostic(where, "warning", f"{exc.message} (for example)")
+        wild = [r for r in rules if not r.pattern.is_exact]
+        if not wild:
+            continue
+        index: dict[tuple[str, ...], list[Rule]] = defaultdict(list)
+        for r in rules:
+            index[_literal_prefix(r.pattern)].append(r)
+        prefixes = sorted(index)
+        seen: set[tuple[int, int]] = set()
+        for a in wild:
+            mine = _literal_prefix(a.pattern)
+            near = [r for k in range(len(mine)) for r in index.get(mine[:k], ())]
+            for prefix in prefixes[bisect.bisect_left(prefixes, mine) :]:
+                if prefix[: len(mine)] != mine:
+                    break
+                near.extend(index[prefix])
+            for b in near:
+                pair = (min(id(a), id(b)), max(id(a), id(b)))
+                if b is a or pair in seen:
+                    continue
+                seen.add(pair)
+                found = _conflict(policy, key, a, b)
+                if found is not None:
+                    yield found
+
+
+def _literal_prefix(pattern: Pattern) -> tuple[str, ...]:
+    """The segments a pattern starts with that are written without any glob."""
+    return tuple(itertools.takewhile(lambda s: "*" not in s, pattern.segments))
+
+
+def _conflict(policy: Policy, key: str, a: Rule, b: Rule) -> Diagnostic | None:
+    sa, sb = a.get(key), b.get(key)
+    if sa is None or sb is None or sa.value == sb.value:
+        return None
+    witness = overlap_witness(a.pattern, b.pattern)
+    if witness is None:
+        return None
+    try:
+        policy.resolve(witness)
+    except PolicyConflictError as exc:
+        where = exc.position if exc.position is not None else a.position
+        return Diagnostic(where, "warning", f"{exc.message} (for example)")
+    return None
 
 
 def _under(pattern: Pattern) -> Pattern:

@@ -5,7 +5,6 @@ Pure: imports neither torch nor user code.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -281,7 +280,7 @@ class _Node:
 
     def __init__(self, loops: bool = False) -> None:
         self.literal: dict[str, _Node] = {}
-        self.globs: dict[str, tuple[re.Pattern[str], _Node]] = {}
+        self.globs: dict[str, tuple[Glob, _Node]] = {}
         self.double: _Node | None = None
         self.rules: list[Rule] = []
         self.loops = loops  # reached through '**': consumes any further segment
@@ -293,9 +292,36 @@ def _edge_key(pattern: Pattern, index: int) -> str:
     return (":" if pinned else "") + pattern.segments[index]
 
 
-def _glob_regex(segment: str) -> re.Pattern[str]:
-    parts = (".*" if p == "*" else re.escape(p) for p in re.split(r"(\*)", segment) if p)
-    return re.compile("".join(parts) + r"\Z")
+class Glob:
+    """One segment pattern with ``*`` (any characters), matched in time linear in the name.
+
+    A regular expression would backtrack: ``*a*a*a*a*a*a*a*a*a*a*a*a*b`` against a long
+    name never finishes. With only ``*``, matching the literal pieces leftmost, in order,
+    between the fixed prefix and suffix, is exact.
+    """
+
+    __slots__ = ("parts", "text")
+
+    def __init__(self, segment: str) -> None:
+        self.text = segment
+        self.parts = segment.split("*")
+
+    def match(self, name: str) -> bool:
+        parts = self.parts
+        if len(parts) == 1:
+            return name == parts[0]
+        first, last = parts[0], parts[-1]
+        end = len(name) - len(last)
+        if end < len(first) or not name.startswith(first) or not name.endswith(last):
+            return False
+        at = len(first)
+        for piece in parts[1:-1]:
+            if piece:
+                found = name.find(piece, at, end)
+                if found < 0:
+                    return False
+                at = found + len(piece)
+        return True
 
 
 class RuleTree:
@@ -311,7 +337,7 @@ class RuleTree:
         self._root = _Node()
         self._cache: dict[tuple[str, frozenset[str]], Resolution] = {}
         self._heads: set[str] = set()  # first segments, literal
-        self._head_globs: list[re.Pattern[str]] = []
+        self._head_globs: list[Glob] = []
         for rule in self.rules:
             self._insert(rule)
 
@@ -325,14 +351,14 @@ class RuleTree:
             elif "*" in seg:
                 key = _edge_key(rule.pattern, i)
                 if key not in node.globs:
-                    node.globs[key] = (_glob_regex(seg), _Node())
+                    node.globs[key] = (Glob(seg), _Node())
                 node = node.globs[key][1]
             else:
                 node = node.literal.setdefault(_edge_key(rule.pattern, i), _Node())
         node.rules.append(rule)
         head = rule.pattern.segments[0]
         if "*" in head:
-            self._head_globs.append(_glob_regex(head))
+            self._head_globs.append(Glob(head))
         else:
             self._heads.add(head)
 
@@ -486,9 +512,9 @@ def _conflict(name: str, key: str, a: Candidate, b: Candidate) -> PolicyConflict
 def _segment_witness(a: str, b: str) -> str | None:
     """A string matched by both single-segment globs (no '**'), or None if none exists."""
     if "*" not in a:
-        return a if _glob_regex(b).match(a) else None
+        return a if Glob(b).match(a) else None
     if "*" not in b:
-        return b if _glob_regex(a).match(b) else None
+        return b if Glob(a).match(b) else None
     # Both have '*': a string exists iff the literal prefixes agree and the suffixes agree,
     # since each '*' can absorb the other pattern's inner pieces.
     pa, pb = a.split("*"), b.split("*")

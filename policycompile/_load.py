@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from ._yaml import Document, JsonPath, decode, parse
 
 #: Default bound on a policy file's size; ``load(max_bytes=...)`` changes it.
 MAX_BYTES = 1 << 20
+#: Longest ``extends`` chain (files extending files) accepted.
+EXTENDS_DEPTH = 64
 PROFILE_ENV = "POLICYCOMPILE_PROFILE"
 _TARGET_KEYS = ("compile", "fullgraph", "error_on_graph_break", "disable", "reason")
 
@@ -81,13 +84,13 @@ def load(
     :raises PolicyError: a subclass that says what is wrong, with file:line:column.
     """
     path = os.fspath(source)
-    merged = _load_file(path, (), max_bytes)
+    merged = _load_file(path, (), max_bytes, {})
     return _finish(path, merged, profile)
 
 
 def loads(text: str, *, path: str = "<string>", profile: str | None = None) -> Policy:
     """Load a policy from text (``extends`` resolves relative to the current directory)."""
-    merged = _from_document(_parse_text(text, path), path, (), MAX_BYTES)
+    merged = _from_document(_parse_text(text, path), path, (), MAX_BYTES, {})
     return _finish(path, merged, profile)
 
 
@@ -138,19 +141,39 @@ def _fingerprint(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def _read(path: str, max_bytes: int, at: Position | None) -> str:
+    """The text of a policy file; ``at`` is the ``extends`` entry that names it, if any."""
+    name = f"{path}: " if at is not None else ""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise PolicyFileError(f"{name}no such policy file", at, path=path) from None
+    except OSError as exc:
+        raise PolicyFileError(f"{name}cannot read: {exc.strerror}", at, path=path) from None
+    for test, kind in _NOT_REGULAR:
+        # reading one could block forever (a FIFO nobody writes to) or never end
+        if test(mode):
+            raise PolicyFileError(f"{name}is {kind}, not a regular file", at, path=path)
     try:
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
     except FileNotFoundError:
-        raise PolicyFileError("no such policy file", at, path=path) from None
+        raise PolicyFileError(f"{name}no such policy file", at, path=path) from None
     except IsADirectoryError:
-        raise PolicyFileError("is a directory, not a policy file", at, path=path) from None
+        raise PolicyFileError(f"{name}is a directory, not a policy file", at, path=path) from None
     except OSError as exc:
-        raise PolicyFileError(f"cannot read: {exc.strerror}", at, path=path) from None
+        raise PolicyFileError(f"{name}cannot read: {exc.strerror}", at, path=path) from None
     if len(raw) > max_bytes:
         raise PolicyFileError(
-            f"policy file is over the limit of {max_bytes} bytes "
+            f"{name}policy file is over the limit of {max_bytes} bytes "
             "(raise it with max_bytes= or --max-bytes)",
             at,
             path=path,
@@ -175,18 +198,31 @@ def _parse_text(text: str, path: str) -> Document:
 
 
 def _load_file(
-    path: str, chain: tuple[str, ...], max_bytes: int, at: Position | None = None
+    path: str,
+    chain: tuple[str, ...],
+    max_bytes: int,
+    cache: dict[str, _File],
+    at: Position | None = None,
 ) -> _File:
+    """Load ``path`` and what it extends. ``cache`` holds the files this load has already
+    read: a file extended by several others (a diamond) is read and validated once."""
     real = os.path.realpath(path)
     if real in chain:
         names = [os.path.basename(p) for p in (*chain, real)]
         start = names.index(os.path.basename(real))
         raise PolicyExtendsError("circular extends: " + " -> ".join(names[start:]), at)
+    if len(chain) >= EXTENDS_DEPTH:
+        raise PolicyExtendsError(f"extends chain deeper than {EXTENDS_DEPTH} files", at)
+    if real in cache:
+        return cache[real]
     doc = _parse_text(_read(path, max_bytes, at), path)
-    return _from_document(doc, path, (*chain, real), max_bytes)
+    loaded = cache[real] = _from_document(doc, path, (*chain, real), max_bytes, cache)
+    return loaded
 
 
-def _from_document(doc: Document, path: str, chain: tuple[str, ...], max_bytes: int) -> _File:
+def _from_document(
+    doc: Document, path: str, chain: tuple[str, ...], max_bytes: int, cache: dict[str, _File]
+) -> _File:
     _validate_schema(doc)
     data: dict[str, Any] = doc.data
     out = _File(_Layer(), {}, [path], [])
@@ -194,14 +230,14 @@ def _from_document(doc: Document, path: str, chain: tuple[str, ...], max_bytes: 
     for i, entry in enumerate([extends] if isinstance(extends, str) else extends):
         at = doc.value_position(("extends",) if isinstance(extends, str) else ("extends", i))
         base_path = os.path.normpath(os.path.join(os.path.dirname(path), entry))
-        if not os.path.exists(base_path):
+        if not os.path.lexists(base_path):
             raise PolicyExtendsError(f"extends {entry!r}: no such file ({base_path})", at)
-        base = _load_file(base_path, chain, max_bytes, at)
+        base = _load_file(base_path, chain, max_bytes, cache, at)
         out.base.merge(base.base)
         for name, prof in base.profiles.items():
             out.profiles.setdefault(name, _Layer()).merge(prof)
         out.sources.extend(s for s in base.sources if s not in out.sources)
-        out.options.extend(base.options)
+        out.options.extend(o for o in base.options if o not in out.options)
     own = _layer(doc, (), data, out.options)
     out.base.merge(own)
     for name, body in data.get("profiles", {}).items():

@@ -592,6 +592,21 @@ def _exact_targets(
             result.problems.append(exc)
 
 
+def _lazy_export(module: types.ModuleType, attr: str) -> str | None:
+    """``defining.module.Name`` of an attribute that ``module`` resolves on first use (a
+    module ``__getattr__``, as transformers' lazy modules have), or None."""
+    if "__getattr__" not in vars(module) and "__getattr__" not in vars(type(module)):
+        return None
+    try:
+        obj = getattr(module, attr)  # the module's own lookup: it may import what defines it
+    except Exception:
+        return None
+    owner, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not isinstance(owner, str) or not isinstance(qual, str) or owner == module.__name__:
+        return None
+    return f"{owner}.{qual}"
+
+
 def _is_submodule(module: types.ModuleType, name: str, child: str) -> bool:
     if not hasattr(module, "__path__"):
         return False
@@ -638,6 +653,14 @@ def _lookup(module: types.ModuleType, name: str, rest: tuple[str, ...], rule: Ru
             if seg not in vars(owner):
                 if rule.pattern.module_end is None and _is_submodule(owner, where, seg):
                     return []  # checked when that submodule is imported
+                lazy = _lazy_export(owner, seg)
+                if lazy is not None:
+                    named = ".".join((lazy, *rest[i + 1 :]))
+                    raise _cannot(
+                        rule,
+                        f"{where}.{seg} is exported lazily by {where} (it is looked up on "
+                        f"first use); it is defined in {lazy.rsplit('.', 1)[0]}: name it {named}",
+                    )
                 raise _missing(rule, f"module {where}", seg, vars(owner))
             raw = vars(owner)[seg]
         else:

@@ -5,6 +5,7 @@ Pure: imports neither torch nor user code.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,13 @@ class Pattern:
                 raise fail("empty segment (two dots in a row, or a dot at an end)", offset)
             if seg != "**" and "**" in seg:
                 raise fail(f"'**' must be a whole segment, not part of {seg!r}", offset)
+            normal = unicodedata.normalize("NFKC", seg)
+            if normal != seg:
+                raise fail(
+                    f"segment {seg!r} is not in the Unicode form Python gives names (NFKC): "
+                    f"Python reads the identifier as {normal!r}, so write that",
+                    offset,
+                )
             if seg != "**" and not seg.replace("*", "x").isidentifier():
                 raise fail(f"segment {seg!r} is not a Python identifier with '*' globs", offset)
             if i == 0 and seg in ("*", "**"):

@@ -24,6 +24,8 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: How many nodes the expansion of aliases may add to a document, in all.
 ALIAS_EXPANSION_LIMIT = 10_000
+#: Deeper nesting than any policy needs is refused (and never reaches Python's recursion limit).
+DEPTH_LIMIT = 64
 
 
 @dataclass
@@ -96,6 +98,10 @@ class _Converter:
                 seen = None
             else:
                 seen.add(id(node))
+        if len(at) > DEPTH_LIMIT:
+            raise PolicySyntaxError(
+                f"nested more than {DEPTH_LIMIT} levels deep", _pos(self.path, node.start_mark)
+            )
         self.doc.value_positions.setdefault(at, _pos(self.path, node.start_mark))
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP_TAG:

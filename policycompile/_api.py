@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Iterable
 
 from ._errors import PolicyStateError
 from ._handle import STATE, PolicyHandle
@@ -15,16 +16,22 @@ from ._tree import Explanation
 
 
 def load(
-    path: str | os.PathLike[str], *, profile: str | None = None, max_bytes: int = MAX_BYTES
+    path: str | os.PathLike[str],
+    *,
+    profile: str | None = None,
+    max_bytes: int = MAX_BYTES,
+    backends: Iterable[str] = (),
 ) -> Policy:
     """Load and validate a policy file into a frozen :class:`Policy`.
 
     :param path: the YAML file.
     :param profile: a profile to layer on top; None reads ``POLICYCOMPILE_PROFILE``.
     :param max_bytes: the largest file accepted (1 MiB by default).
+    :param backends: backend names to accept besides those torch knows now (the program
+        registers its own before ``apply``; this is for checking without it).
     :raises PolicyError: with file:line:column of the problem.
     """
-    return _load(path, profile=profile, max_bytes=max_bytes)
+    return _load(path, profile=profile, max_bytes=max_bytes, backends=backends)
 
 
 def explain(

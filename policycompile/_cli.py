@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="diagnostics as JSON")
     p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest file accepted")
+    p.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="accept this backend name too (one the program registers before apply)",
+    )
 
     p = sub.add_parser("explain", help="which rule sets each key of NAME, and what lost")
     p.add_argument("file", metavar="FILE")
@@ -127,7 +134,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
     diagnostics: list[tuple[str, Diagnostic]] = []
     for path in args.files:
-        diagnostics.extend((path, d) for d in validate_file(path, max_bytes=args.max_bytes))
+        found = validate_file(path, max_bytes=args.max_bytes, backends=args.backend)
+        diagnostics.extend((path, d) for d in found)
     if args.json:
         rows = [
             {
@@ -154,17 +162,22 @@ def _as_diagnostic(exc: PolicyError, path: str) -> Diagnostic:
     return Diagnostic(where, exc.severity, exc.message)
 
 
-def validate_file(path: str, *, max_bytes: int = MAX_BYTES) -> list[Diagnostic]:
-    """Errors and provable warnings for one policy file and each of its profiles."""
+def validate_file(
+    path: str, *, max_bytes: int = MAX_BYTES, backends: Sequence[str] = ()
+) -> list[Diagnostic]:
+    """Errors and provable warnings for one policy file and each of its profiles.
+
+    :param backends: backend names to accept besides those torch knows.
+    """
     try:
-        base = load(path, profile="", max_bytes=max_bytes)
+        base = load(path, profile="", max_bytes=max_bytes, backends=backends)
     except PolicyError as exc:
         nested: list[PolicyError] = getattr(exc, "diagnostics", [exc])
         return [_as_diagnostic(e, path) for e in nested]
     found: set[Diagnostic] = set(lint(base))
     for name in base.profiles:
         try:
-            found.update(lint(load(path, profile=name, max_bytes=max_bytes)))
+            found.update(lint(load(path, profile=name, max_bytes=max_bytes, backends=backends)))
         except PolicyError as exc:
             found.add(_as_diagnostic(exc, path))
     return sorted(found)

@@ -65,7 +65,7 @@ class _File:
     base: _Layer
     profiles: dict[str, _Layer]
     sources: list[str]
-    options: list[tuple[str, Position]]  # every compile option written, to check against torch
+    options: list[tuple[str, Any, Position]]  # every compile option written, for torch to check
 
 
 def load(
@@ -73,6 +73,7 @@ def load(
     *,
     profile: str | None = None,
     max_bytes: int = MAX_BYTES,
+    backends: Iterable[str] = (),
 ) -> Policy:
     """Load and validate a policy file.
 
@@ -80,12 +81,14 @@ def load(
     :param profile: profile to layer on top; None reads ``POLICYCOMPILE_PROFILE``, and ``""``
         means no profile even when that variable is set.
     :param max_bytes: refuse files larger than this (each file of an ``extends`` chain).
+    :param backends: backend names to accept besides those torch knows now (for checking a
+        policy without the program that registers its backends).
     :returns: the frozen policy.
     :raises PolicyError: a subclass that says what is wrong, with file:line:column.
     """
     path = os.fspath(source)
     merged = _load_file(path, (), max_bytes, {})
-    return _finish(path, merged, profile)
+    return _finish(path, merged, profile, frozenset(backends))
 
 
 def loads(text: str, *, path: str = "<string>", profile: str | None = None) -> Policy:
@@ -94,7 +97,9 @@ def loads(text: str, *, path: str = "<string>", profile: str | None = None) -> P
     return _finish(path, merged, profile)
 
 
-def _finish(path: str, merged: _File, profile: str | None) -> Policy:
+def _finish(
+    path: str, merged: _File, profile: str | None, backends: frozenset[str] = frozenset()
+) -> Policy:
     if profile is None:
         profile = os.environ.get(PROFILE_ENV) or None
     layer = _Layer()
@@ -107,7 +112,8 @@ def _finish(path: str, merged: _File, profile: str | None) -> Policy:
                 f"unknown profile {profile!r}{hint}; the policy defines: {known}", path=path
             )
         layer.merge(merged.profiles[profile])
-    torch_version = _check_options(merged.options) if merged.options else None
+    torch_version = _check_options(merged.options, backends) if merged.options else None
+    _check_mode_with_options(layer)
     rules = tuple(
         Rule(pattern, tuple(sorted(settings.values(), key=lambda s: s.key)))
         for pattern, settings in (layer.targets[t] for t in sorted(layer.targets))
@@ -247,7 +253,7 @@ def _from_document(
 
 
 def _layer(
-    doc: Document, at: JsonPath, body: dict[str, Any], options: list[tuple[str, Position]]
+    doc: Document, at: JsonPath, body: dict[str, Any], options: list[tuple[str, Any, Position]]
 ) -> _Layer:
     layer = _Layer()
     if "strict" in body:
@@ -257,16 +263,18 @@ def _layer(
             OPTION_PREFIX + opt, freeze(value), doc.key_position((*at, "compile", opt))
         )
         layer.defaults[setting.key] = setting
-        options.append((opt, setting.position))
+        options.append((opt, value, setting.position))
     for text, spec in body.get("targets", {}).items():
         where = doc.key_position((*at, "targets", text))
         pattern = Pattern.parse(text, where)
         settings = _target_settings(doc, (*at, "targets", text), spec, where)
         comp = spec.get("compile")
-        for opt in comp if isinstance(comp, dict) else ():
-            options.append((opt, doc.key_position((*at, "targets", text, "compile", opt))))
+        for opt, value in comp.items() if isinstance(comp, dict) else ():
+            position = doc.key_position((*at, "targets", text, "compile", opt))
+            options.append((opt, value, position))
         if "fullgraph" in spec:
-            options.append(("fullgraph", doc.key_position((*at, "targets", text, "fullgraph"))))
+            position = doc.key_position((*at, "targets", text, "fullgraph"))
+            options.append(("fullgraph", spec["fullgraph"], position))
         layer.targets[text] = (pattern, settings)
     return layer
 
@@ -480,13 +488,126 @@ def torch_compile_keywords() -> tuple[str, frozenset[str]]:
     return str(torch.__version__), frozenset(p for p in params if p != "model")
 
 
-def _check_options(options: Iterable[tuple[str, Position]]) -> str:
+def _check_options(options: Iterable[tuple[str, Any, Position]], backends: frozenset[str]) -> str:
     version, accepted = torch_compile_keywords()
-    for name, position in sorted(options, key=lambda o: o[1]):
+    for name, value, position in sorted(options, key=lambda o: o[2]):
         if name not in accepted:
             raise PolicyOptionError(
                 f"unknown compile option {name!r}: torch.compile in torch {version} accepts "
                 f"{', '.join(sorted(accepted))}{_did_you_mean(name, accepted)}",
                 position,
             )
+        problem = _check_value(name, value, backends)
+        if problem is not None:
+            raise PolicyOptionError(f"{problem} (torch {version})", position)
     return version
+
+
+def _check_value(name: str, value: Any, backends: frozenset[str]) -> str | None:
+    """What is wrong with compile option ``name: value`` for the installed torch, or None."""
+    if name == "backend" and isinstance(value, str):
+        known = set(torch_backends()) | backends
+        if value not in known:
+            return (
+                f"unknown backend {value!r}{_did_you_mean(value, known)} (a backend the "
+                "program registers itself must be registered before apply; `policycompile "
+                "validate --backend NAME` accepts it)"
+            )
+    if name == "mode" and value is not None:
+        modes = inductor_modes()
+        if value not in modes:
+            return f"unknown mode {value!r}{_did_you_mean(str(value), modes)}; modes: " + (
+                ", ".join(modes)
+            )
+    if name == "options" and isinstance(value, dict):
+        known_options = inductor_options()
+        for key, given in value.items():
+            if key not in known_options:
+                hint = _did_you_mean(key, known_options) or "; see torch._inductor.list_options()"
+                return f"unknown Inductor option {key!r}{hint}"
+            expected = known_options[key]
+            if not _same_kind(given, expected):
+                return f"Inductor option {key!r} takes {_kind(expected)}, not {_describe(given)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"
+
+
+def _same_kind(given: Any, default: Any) -> bool:
+    """Whether ``given`` fits an option whose default is ``default`` (None: anything)."""
+    if default is None or given is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(given, bool)
+    if isinstance(default, int | float):
+        return isinstance(given, int | float) and not isinstance(given, bool)
+    if isinstance(default, str):
+        return isinstance(given, str)
+    if isinstance(default, list | tuple | set | frozenset):
+        return isinstance(given, list)
+    if isinstance(default, dict):
+        return isinstance(given, dict)
+    return True
+
+
+def torch_backends() -> tuple[str, ...]:
+    """The backends torch knows by name, its own and those registered so far (not cached:
+    a program registers its own before apply)."""
+    import torch._dynamo
+
+    return tuple(torch._dynamo.list_backends(exclude_tags=()))
+
+
+@functools.cache
+def inductor_modes() -> tuple[str, ...]:
+    """The modes ``torch.compile`` accepts (Inductor's)."""
+    import torch._inductor
+
+    return tuple(torch._inductor.list_mode_options())
+
+
+@functools.cache
+def inductor_options() -> dict[str, Any]:
+    """Inductor's options and their defaults (``torch.compile(options=...)`` keys)."""
+    import torch._inductor.config
+
+    return dict(torch._inductor.config.get_config_copy())
+
+
+def _check_mode_with_options(layer: _Layer) -> None:
+    """torch.compile raises "Either mode or options can be specified" for both at once:
+    the same here, located, for the file's defaults and each target's own options."""
+    defaults = layer.defaults
+
+    def given(settings: dict[str, Setting], key: str) -> Setting | None:
+        found = settings.get(OPTION_PREFIX + key)
+        return found if found is not None and found.value is not None else None
+
+    groups = [defaults] + [
+        {**defaults, **settings}
+        for _, settings in layer.targets.values()
+        if (entry := settings.get(COMPILE)) is not None and entry.value is True
+    ]
+    for settings in groups:
+        mode, options = given(settings, "mode"), given(settings, "options")
+        if mode is not None and options is not None:
+            raise mode_with_options(mode.position, options.position)
+
+
+def mode_with_options(mode: Position, options: Position) -> PolicyOptionError:
+    """The error for 'mode' and 'options' given together, located at the later of the two."""
+    second = max(mode, options)
+    return PolicyOptionError(
+        f"'mode' ({mode.short}) and 'options' ({options.short}) together: torch.compile "
+        "raises 'Either mode or options can be specified, but both can't be specified at the "
+        "same time.'; give Inductor's options for the mode yourself, or only the mode",
+        second,
+    )

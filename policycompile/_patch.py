@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _dynamo
 from ._errors import PolicyConflictError, PolicyError, PolicyTargetError
+from ._load import mode_with_options
 from ._observe import WRAPPER_FILE_PREFIX, ObservedBackend, Observer
 from ._policy import Policy
 from ._targets import (
@@ -127,6 +128,10 @@ def decide(policy: Policy, target: Target) -> Plan | None:
             f"{loser.key} from {_rule_text(loser)} does not reach it: a more specific rule decides"
         )
         want_compile, want_disable = a > b, a < b
+    if want_compile:
+        mode, options = decisions.get("compile.mode"), decisions.get("compile.options")
+        if mode is not None and options is not None and None not in (mode.value, options.value):
+            raise mode_with_options(mode.position, options.position)
     if want_compile and _dynamo.is_compiled_function(target.func):
         want_compile = False
         notes.append("already compiled in the source: no second torch.compile")
@@ -592,9 +597,9 @@ def _exact_targets(
             result.problems.append(exc)
 
 
-def _lazy_export(module: types.ModuleType, attr: str) -> str | None:
-    """``defining.module.Name`` of an attribute that ``module`` resolves on first use (a
-    module ``__getattr__``, as transformers' lazy modules have), or None."""
+def _lazy_export(module: types.ModuleType, attr: str) -> tuple[str, str] | None:
+    """(defining module, qualified name) of an attribute that ``module`` resolves on first use
+    (a module ``__getattr__``, as transformers' lazy modules have), or None."""
     if "__getattr__" not in vars(module) and "__getattr__" not in vars(type(module)):
         return None
     try:
@@ -604,7 +609,7 @@ def _lazy_export(module: types.ModuleType, attr: str) -> str | None:
     owner, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if not isinstance(owner, str) or not isinstance(qual, str) or owner == module.__name__:
         return None
-    return f"{owner}.{qual}"
+    return owner, qual
 
 
 def _is_submodule(module: types.ModuleType, name: str, child: str) -> bool:
@@ -655,11 +660,12 @@ def _lookup(module: types.ModuleType, name: str, rest: tuple[str, ...], rule: Ru
                     return []  # checked when that submodule is imported
                 lazy = _lazy_export(owner, seg)
                 if lazy is not None:
-                    named = ".".join((lazy, *rest[i + 1 :]))
+                    defining, qual = lazy
+                    named = ".".join((defining, qual, *rest[i + 1 :]))
                     raise _cannot(
                         rule,
                         f"{where}.{seg} is exported lazily by {where} (it is looked up on "
-                        f"first use); it is defined in {lazy.rsplit('.', 1)[0]}: name it {named}",
+                        f"first use); it is defined in {defining}: name it {named}",
                     )
                 raise _missing(rule, f"module {where}", seg, vars(owner))
             raw = vars(owner)[seg]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None)
     p.add_argument("--audit", action="store_true", help="record forbidden breaks, do not raise")
     p.add_argument("--report-json", metavar="OUT", default=None)
+    p.add_argument("--verbose", action="store_true", help="recompile reasons with the user stack")
     p.add_argument("-m", dest="module", default=None, metavar="MODULE")
 
     sub.add_parser("schema", help="print the JSON Schema of policy files")
@@ -318,11 +320,16 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
         for m in list(sys.modules.values())
         if isinstance(m, types.ModuleType) and (name := policy_module_name(m)) is not None
     ]
+    seen_problems: set[str] = set()
     for name, module in sorted(named, key=lambda nm: nm[0]):
         if policy.tree.covers_module(name):
             mp = plan_module(policy, module, matched)
             plans.extend(mp.plans)
-            problems.extend(mp.problems)
+            for problem in mp.problems:  # one module may reach a rule by several paths
+                if str(problem) not in seen_problems:
+                    seen_problems.add(str(problem))
+                    problems.append(problem)
+    nested = nested_entries(plans)
     unused = [r for r in policy.rules if r not in matched]
     if args.json:
         doc = {
@@ -339,6 +346,7 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
                 for p in plans
             ],
             "problems": [str(e) for e in problems],
+            "nested_entries": [{"outer": o, "inner": i} for o, i in nested],
             "unused_rules": [f"{r.pattern.text} ({r.position.short})" for r in unused],
         }
         json.dump(doc, out, indent=2)
@@ -353,12 +361,41 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"      {key}: {text}\n")
             for note in p.notes:
                 out.write(f"      note: {note}\n")
+        for outer, inner in nested:
+            out.write(
+                f"warning: {inner} is a compile entry built inside {outer}, also a compile "
+                "entry: when that one is compiled, Dynamo traces this one inside it and torch "
+                "ignores its own options (fullgraph) there; compile one level, not both\n"
+            )
         for problem in problems:
             severity = "error" if policy.strict else "warning"
             out.write(str(problem).replace(": error: ", f": {severity}: ", 1) + "\n")
         for rule in unused:
             out.write(f"unused rule: {rule.pattern.text} ({rule.position.short})\n")
     return EXIT_INVALID if problems and policy.strict else EXIT_OK
+
+
+def nested_entries(plans: Sequence[Any]) -> list[tuple[str, str]]:
+    """(outer, inner) compile entries where the outer one is an ``nn.Module`` forward whose
+    class's ``__init__`` names the inner one's class (``GPT2Model`` builds ``GPT2Block``s):
+    compiling the outer traces the inner and ignores the inner's options."""
+    entries = [p for p in plans if p.compile is not None and p.target.is_forward]
+    by_name = {p.target.owner.__name__: p for p in entries}
+    found = []
+    for outer in entries:
+        init = vars(outer.target.owner).get("__init__")
+        todo = [getattr(init, "__code__", None)]
+        names: set[str] = set()
+        while todo:  # the method's code and the code nested in it (comprehensions)
+            code = todo.pop()
+            if isinstance(code, types.CodeType):
+                names.update(code.co_names)
+                todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+        for name in sorted(names & set(by_name)):
+            inner = by_name[name]
+            if inner is not outer:
+                found.append((outer.target.display, inner.target.display))
+    return found
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -380,7 +417,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_USAGE
     report = handle.report()
     handle.undo()
-    sys.stderr.write("\n" + report.text())
+    sys.stderr.write("\n" + report.text(verbose=args.verbose))
     if args.report_json:
         with open(args.report_json, "w", encoding="utf-8") as f:
             f.write(report.to_json() + "\n")

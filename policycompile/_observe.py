@@ -26,6 +26,7 @@ WRAPPER_FILE_PREFIX = "<policycompile "
 _CONSEQUENCES = ("Failed to handle graph break gracefully",)
 
 _RECORDED = "__policycompile_recorded__"
+_LIMIT = "Dynamo recompile limit exceeded"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class RegionStats:
     graphs: int = 0
     compiles: set[tuple[int, int]] = field(default_factory=set)  # (frame id, compile id)
     failed: set[str] = field(default_factory=set)  # compiles that raised ("frame/attempt")
+    limit_hit: bool = False  # a frame hit recompile_limit: Dynamo runs it eagerly from then on
+    inner: set[str] = field(default_factory=set)  # other compile entries traced inside it
 
     @property
     def rule(self) -> str | None:
@@ -222,15 +225,34 @@ class Observer:
                 stats = self.regions[name] = RegionStats(name, plan)
             return stats
 
-    def on_graph(self, region: RegionStats) -> None:
+    def on_graph(self, region: RegionStats, gm: Any = None) -> None:
         cid = _dynamo.current_compile_id()
+        inner = self._entries_in(region, gm) if gm is not None else set()
         with self.lock:
             region.graphs += 1
+            region.inner |= inner
             if cid is None:
                 return
             region.frames.add(cid[0])
             region.compiles.add(cid)
             self._frame_regions[cid[0]] = region
+
+    def _entries_in(self, region: RegionStats, gm: Any) -> set[str]:
+        """The other compile entries (``nn.Module`` forwards) whose modules this graph traced
+        through: torch ignores their own options (fullgraph) inside this region."""
+        classes: set[Any] = set()
+        for node in getattr(getattr(gm, "graph", None), "nodes", ()):
+            for _path, cls in (node.meta.get("nn_module_stack") or {}).values():
+                classes.add(cls)
+        if not classes:
+            return set()
+        with self.lock:
+            regions = list(self.regions.values())
+        return {
+            r.name
+            for r in regions
+            if r is not region and r.plan.target.is_forward and r.plan.target.owner in classes
+        }
 
     def recompiles(self, region: RegionStats) -> list[str]:
         """The region's recompiles (frames compiled again), each with its guard failure."""
@@ -348,14 +370,18 @@ class Observer:
         frame eagerly; it raises to the user exactly when the break is forbidden there. So a
         failure counts when the compile entry is fullgraph, or when the setting in force at
         the break (the entry's own, then that of the function the break is in, then what the
-        source says by hand) forbids it. Nothing of the policy raises in audit mode.
+        source says by hand) forbids it. Nothing of the policy raises in audit mode. A frame
+        that hit ``recompile_limit`` is not a break: its region is flagged instead.
         """
-        if self.audit:
-            return
         for failed in _dynamo.failed_compiles():
             region = self._region_of_code(failed.code)
             if region is None:
                 continue
+            if failed.reason.startswith(_LIMIT):
+                region.limit_hit = True  # Dynamo runs that frame eagerly from then on
+                continue
+            if self.audit:
+                continue  # nothing of the policy raises in audit mode
             site = Frame(failed.file, failed.line, "")
             entered = [region.plan, self.index.entered([site], self.wrappers)[0]]
             settings = self._settings([], [site, site], entered)
@@ -747,7 +773,7 @@ class ObservedBackend:
         self.real = real
 
     def __call__(self, gm: Any, example_inputs: Any, **kwargs: Any) -> Any:
-        self.observer.on_graph(self.stats)
+        self.observer.on_graph(self.stats, gm)
         return self.real(gm, example_inputs, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -35,11 +35,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if not path:
         return
     from ._api import apply
+    from ._errors import PolicyError
 
     # pytest_configure runs before collection imports the code under test
-    handle = apply(
-        path, profile=config.getoption("--policy-profile"), audit=config.getoption("--policy-audit")
-    )
+    try:
+        handle = apply(
+            path,
+            profile=config.getoption("--policy-profile"),
+            audit=config.getoption("--policy-audit"),
+        )
+    except PolicyError as exc:
+        # a usage error (exit 4, one line naming the file and line), not an INTERNALERROR
+        raise pytest.UsageError(f"--policy: {exc}") from None
     config.stash[_HANDLE] = handle
 
 

@@ -22,6 +22,8 @@ class RegionReport:
     recompiles: int
     recompile_reasons: tuple[str, ...]
     failed_compiles: int = 0
+    recompile_limit_hit: bool = False  # Dynamo gave up compiling a frame: it runs eagerly
+    nested_entries: tuple[str, ...] = ()  # other compile entries traced inside this one
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,12 @@ class Report:
             "torch": {"version": self.torch_version},
             "audit": self.audit,
             "regions": [
-                {**asdict(r), "recompile_reasons": list(r.recompile_reasons)} for r in self.regions
+                {
+                    **asdict(r),
+                    "recompile_reasons": list(r.recompile_reasons),
+                    "nested_entries": list(r.nested_entries),
+                }
+                for r in self.regions
             ],
             "graph_breaks": [_break(b) for b in self.graph_breaks],
             "violations": [_break(b) for b in self.violations],
@@ -80,8 +87,12 @@ class Report:
         """The report as JSON (``schemas/report.schema.json``)."""
         return json.dumps(self.to_dict(), indent=indent)
 
-    def text(self) -> str:
-        """A readable report: a table of regions, then breaks grouped by rule."""
+    def text(self, *, verbose: bool = False) -> str:
+        """A readable report: a table of regions, then breaks grouped by rule.
+
+        :param verbose: give each recompile reason in full (the user stack Dynamo adds),
+            not only the guard that failed.
+        """
         mode = " (audit)" if self.audit else ""
         profile = f", profile {self.profile}" if self.profile else ""
         lines = [
@@ -99,8 +110,21 @@ class Report:
                     lines.append(
                         f"  {'':<{width}}    raised while compiling: {r.failed_compiles} time(s)"
                     )
+                pad = f"  {'':<{width}}    "
                 for reason in r.recompile_reasons:
-                    lines.append(f"  {'':<{width}}    recompiled: {reason}")
+                    first, *rest = reason.strip().splitlines() or ["?"]
+                    lines.append(f"{pad}recompiled: {first.strip()}")
+                    if verbose:
+                        lines.extend(f"{pad}    {line}" for line in rest)
+                if r.recompile_limit_hit:
+                    lines.append(
+                        f"{pad}HIT recompile_limit: Dynamo runs the frame eagerly from then on"
+                    )
+                for inner in r.nested_entries:
+                    lines.append(
+                        f"{pad}traces {inner}, itself a compile entry: torch ignores that "
+                        "entry's own options (fullgraph) inside this region"
+                    )
         else:
             lines.append("  no compile entry ran")
         by_rule: dict[str | None, list[BreakReport]] = defaultdict(list)
@@ -140,7 +164,9 @@ def build_report(handle: PolicyHandle) -> Report:
     observer = handle.observer
     observer.record_failed_compiles()
     with observer.lock:
-        stats = [s for s in observer.regions.values() if s.graphs or s.frames or s.failed]
+        stats = [
+            s for s in observer.regions.values() if s.graphs or s.frames or s.failed or s.limit_hit
+        ]
         breaks = tuple(
             BreakReport(
                 e.function,
@@ -161,7 +187,15 @@ def build_report(handle: PolicyHandle) -> Report:
         again = observer.recompiles(s)
         regions.append(
             RegionReport(
-                s.name, s.rule, len(s.frames), s.graphs, len(again), tuple(again), len(s.failed)
+                s.name,
+                s.rule,
+                len(s.frames),
+                s.graphs,
+                len(again),
+                tuple(again),
+                len(s.failed),
+                s.limit_hit,
+                tuple(sorted(s.inner)),
             )
         )
     counts: dict[str, int] = defaultdict(int)

@@ -65,6 +65,22 @@ def run_main(
     :param on_defined: called with the main module and a name after each top-level def/class.
     :param on_error: sees the exception a failing program raised, before it is printed.
     """
+    saved_path0 = sys.path[0]
+    # as the interpreter does: `-m` looks in the current directory, a script in its own
+    sys.path[0] = os.getcwd() if as_module else os.path.dirname(os.path.abspath(target))
+    try:
+        return _run(target, args, as_module, on_defined, on_error)
+    finally:
+        sys.path[0] = saved_path0
+
+
+def _run(
+    target: str,
+    args: Sequence[str],
+    as_module: bool,
+    on_defined: Callable[[types.ModuleType, str], object],
+    on_error: Callable[[BaseException], object],
+) -> int:
     spec = _main_spec(target, as_module)
     loader = spec.loader
     get_source = getattr(loader, "get_source", None)
@@ -79,10 +95,9 @@ def run_main(
     module.__loader__ = loader
     module.__package__ = spec.parent if as_module else None
     module.__dict__[HOOK] = lambda name: on_defined(module, name)
-    saved_main, saved_argv, saved_path0 = sys.modules.get("__main__"), sys.argv, sys.path[0]
+    saved_main, saved_argv = sys.modules.get("__main__"), sys.argv
     sys.modules["__main__"] = module
     sys.argv = [filename, *args]
-    sys.path[0] = os.getcwd() if as_module else os.path.dirname(os.path.abspath(filename))
     try:
         exec(code, module.__dict__)
     except SystemExit as exc:
@@ -96,7 +111,6 @@ def run_main(
         return 1
     finally:
         sys.argv = saved_argv
-        sys.path[0] = saved_path0
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
     return 0

@@ -121,3 +121,35 @@ def test_bundled_policy_compiles_each_family_once(tmp_path: Path, family: str, m
 def test_bundled_strict_profile_holds_for_llama(tmp_path: Path) -> None:
     result = run(tmp_path, BUNDLED_POLICY, "Llama", "strict")
     assert result["graphs"] == [1, 1] and result["violations"] == 0
+
+
+# The families docs/regional.md says the bundled policy covers: their layer is a compile entry.
+COVERED = {
+    "llama": "LlamaDecoderLayer",
+    "mistral": "MistralDecoderLayer",
+    "qwen2": "Qwen2DecoderLayer",
+    "qwen3": "Qwen3DecoderLayer",
+    "gemma": "GemmaDecoderLayer",
+    "phi3": "Phi3DecoderLayer",
+    "starcoder2": "Starcoder2DecoderLayer",
+    "opt": "OPTDecoderLayer",
+    "gpt2": "GPT2Block",
+    "gpt_neox": "GPTNeoXLayer",
+}
+
+
+def test_bundled_policy_covers_the_families_the_docs_name(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    docs = (ROOT / "docs" / "regional.md").read_text()
+    assert "Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3, Starcoder2, OPT, GPT-2 and GPT-NeoX" in docs
+    modules = [f"transformers.models.{f}.modeling_{f}" for f in COVERED]
+    args = ["-m", "policycompile", "plan", str(BUNDLED), "--json", "--import", *modules]
+    done = python(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    entries = {
+        w["name"]
+        for w in json.loads(done.stdout)["wrapped"]
+        if any(d.startswith("@torch.compile") for d in w["decorators"])
+    }
+    for family, layer in COVERED.items():
+        assert f"transformers.models.{family}.modeling_{family}.{layer}.forward" in entries, family

@@ -71,6 +71,11 @@ def make_backend(backend: Any, mode: Any, options: Any, dynamic: Any, name: Any 
     return torch._TorchCompileWrapper(backend, mode, options, dynamic)  # type: ignore[no-untyped-call]
 
 
+#: The logger that warns "torch._dynamo hit config.recompile_limit", naming the function as
+#: its third argument: "'name' (file:line)".
+RECOMPILE_LIMIT_LOGGER = "torch._dynamo.convert_frame"
+RECOMPILE_LIMIT_MESSAGE = "torch._dynamo hit config."
+
 #: The loggers Dynamo reports graph breaks on (artifact loggers).
 GRAPH_BREAK_LOGGERS = (
     "torch._dynamo.symbolic_convert.__graph_breaks",

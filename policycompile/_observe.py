@@ -27,6 +27,7 @@ _CONSEQUENCES = ("Failed to handle graph break gracefully",)
 
 _RECORDED = "__policycompile_recorded__"
 _LIMIT = "Dynamo recompile limit exceeded"
+_FUNCTION = re.compile(r"^'(?P<name>.+)' \((?P<file>.+):(?P<line>\d+)\)$")
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,24 @@ class LogTap:
         self.logger.propagate = self._saved_propagate
 
 
+class _LimitHandler(logging.Handler):
+    """Hears Dynamo's warning that a frame hit recompile_limit (nothing else of that logger)."""
+
+    def __init__(self, observer: Observer) -> None:
+        super().__init__(logging.WARNING)
+        self.observer = observer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith(_dynamo.RECOMPILE_LIMIT_MESSAGE)
+            and isinstance(args, tuple)
+            and len(args) > 2
+        ):
+            self.observer.on_recompile_limit(str(args[2]))
+
+
 class _TapHandler(logging.Handler):
     def __init__(self, tap: LogTap) -> None:
         super().__init__(logging.DEBUG)
@@ -208,14 +227,28 @@ class Observer:
         self.current_test: str | None = None
         self.hand = HandWritten()
         self.taps = [LogTap(n, self.on_graph_break_log) for n in _dynamo.GRAPH_BREAK_LOGGERS]
+        self.limit_handler = _LimitHandler(self)
 
     def install(self) -> None:
         for tap in self.taps:
             tap.install()
+        logging.getLogger(_dynamo.RECOMPILE_LIMIT_LOGGER).addHandler(self.limit_handler)
 
     def uninstall(self) -> None:
         for tap in self.taps:
             tap.uninstall()
+        logging.getLogger(_dynamo.RECOMPILE_LIMIT_LOGGER).removeHandler(self.limit_handler)
+
+    def on_recompile_limit(self, function: str) -> None:
+        """Dynamo warned that ``'name' (file:line)`` hit recompile_limit: from then on it
+        runs that frame eagerly. Flag the compile entry it belongs to."""
+        found = _FUNCTION.match(function)
+        if found is None:
+            return
+        region = self._region_of_code((found["file"], found["name"], int(found["line"])))
+        if region is not None:
+            with self.lock:
+                region.limit_hit = True
 
     # -- regions
     def region(self, name: str, plan: Any) -> RegionStats:
@@ -371,14 +404,13 @@ class Observer:
         failure counts when the compile entry is fullgraph, or when the setting in force at
         the break (the entry's own, then that of the function the break is in, then what the
         source says by hand) forbids it. Nothing of the policy raises in audit mode. A frame
-        that hit ``recompile_limit`` is not a break: its region is flagged instead.
+        that hit ``recompile_limit`` is not a break.
         """
         for failed in _dynamo.failed_compiles():
+            if failed.reason.startswith(_LIMIT):
+                continue  # not a break: Dynamo runs the frame eagerly (see on_recompile_limit)
             region = self._region_of_code(failed.code)
             if region is None:
-                continue
-            if failed.reason.startswith(_LIMIT):
-                region.limit_hit = True  # Dynamo runs that frame eagerly from then on
                 continue
             if self.audit:
                 continue  # nothing of the policy raises in audit mode

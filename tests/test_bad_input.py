@@ -57,6 +57,14 @@ CORPUS: dict[str, tuple[type[pc.PolicyError], int, int | None, str]] = {
     "not_utf8.yaml": (pc.PolicySyntaxError, 4, 15, "not valid UTF-8"),
     "profile_bad_value.yaml": (pc.PolicySchemaError, 7, 25, "in profile 'ci' in target"),
     "merge_key.yaml": (pc.PolicySyntaxError, 4, 3, "merge keys"),
+    "backend_typo.yaml": (pc.PolicyOptionError, 2, 11, "did you mean 'inductor'?"),
+    "profile_backend_typo.yaml": (pc.PolicyOptionError, 7, 7, "did you mean 'eager'?"),
+    "mode_typo.yaml": (pc.PolicyOptionError, 4, 15, "did you mean 'max-autotune'?"),
+    "mode_with_options.yaml": (pc.PolicyOptionError, 4, 3, "Either mode or options"),
+    "inductor_option_typo.yaml": (pc.PolicyOptionError, 4, 15, "did you mean 'max_autotune'?"),
+    "inductor_option_type.yaml": (pc.PolicyOptionError, 4, 15, "takes true or false, not int 3"),
+    "nfd_pattern.yaml": (pc.PolicyPatternError, 3, 7, "(NFKC): Python reads the identifier"),
+    "nested_too_deep.yaml": (pc.PolicySyntaxError, 67, 131, "nested more than 64 levels deep"),
 }
 
 

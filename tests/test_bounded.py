@@ -68,7 +68,8 @@ def test_a_diamond_of_extends_reads_each_file_once(tmp_path: Path) -> None:
     levels = 24  # 2**24 paths through the diamond; 24 * 2 files
     for level in range(levels):
         for side in "ab":
-            ext = f"extends: [l{level + 1}a.yaml, l{level + 1}b.yaml]\n" if level < levels - 1 else ""
+            below = f"[l{level + 1}a.yaml, l{level + 1}b.yaml]"
+            ext = f"extends: {below}\n" if level < levels - 1 else ""
             (tmp_path / f"l{level}{side}.yaml").write_text(
                 f"version: 1\n{ext}targets:\n  pkg.f{level}{side}: {{disable: true}}\n"
             )
@@ -94,9 +95,8 @@ def test_a_long_extends_chain_is_a_located_error(tmp_path: Path) -> None:
 def test_deep_flow_nesting_is_a_located_error(tmp_path: Path) -> None:
     policy = tmp_path / "p.yaml"
     depth = 5000
-    policy.write_text(
-        "version: 1\ntargets:\n  pkg.fn:\n    compile: {options: " + "[" * depth + "]" * depth + "}\n"
-    )
+    nested = "[" * depth + "]" * depth
+    policy.write_text(f"version: 1\ntargets:\n  pkg.fn:\n    compile: {{options: {nested}}}\n")
     error, _ = timed(lambda: pc.load(policy))
     assert isinstance(error, pc.PolicySyntaxError) and error.line == 4, error
 

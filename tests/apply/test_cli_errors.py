@@ -175,7 +175,9 @@ def test_report_names_a_compile_entry_traced_inside_another(modules: Modules) ->
 
 def test_a_backend_registered_before_apply_is_accepted(tmp_path: Path) -> None:
     policy = tmp_path / "p.yaml"
-    policy.write_text("version: 1\ncompile: {backend: pc_mine}\ntargets:\n  pkg.fn: {compile: true}\n")
+    policy.write_text(
+        "version: 1\ncompile: {backend: pc_mine}\ntargets:\n  pkg.fn: {compile: true}\n"
+    )
     with pytest.raises(pc.PolicyOptionError, match="unknown backend 'pc_mine'"):
         pc.load(policy)
     assert pc.load(policy, backends=["pc_mine"]).path == str(policy)

@@ -203,3 +203,23 @@ def test_a_lazily_exported_name_points_to_its_module(modules: Modules) -> None:
     assert "name it transformers.models.llama.modeling_llama.LlamaForCausalLM.forward" in str(
         info.value
     )
+
+
+def test_mode_and_options_from_two_rules_are_a_located_error(tmp_path: Path) -> None:
+    (tmp_path / "lib_mo.py").write_text("def fn(x):\n    return x\n")
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ntargets:\n  lib_mo.**: {compile: {mode: max-autotune}}\n"
+        "  lib_mo.fn: {compile: {options: {max_autotune: true}}}\n"
+    )
+    status, out, err = run_console(["plan", "p.yaml", "--import", "lib_mo"], tmp_path)
+    assert status == 1 and "@torch.compile" not in out
+    assert "p.yaml:4:3: error: 'mode' (p.yaml:3) and 'options' (p.yaml:4) together" in err
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with apply(tmp_path / "p.yaml"):
+            with pytest.raises(pc.PolicyOptionError, match="Either mode or options"):
+                importlib.import_module("lib_mo")  # planned when imported: the error then
+            assert "lib_mo" not in sys.modules
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("lib_mo", None)

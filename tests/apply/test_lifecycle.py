@@ -6,6 +6,7 @@ error_on_graph_break flag as it runs, so a wrapped probe returns True."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import threading
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,33 +43,40 @@ def eogb(*names: str) -> str:
 # -- modules still executing when apply runs ----------------------------------------------
 
 
-def test_module_imported_by_another_thread_is_patched_when_it_finishes(modules: Modules) -> None:
-    name = modules.name("slow")
+PAUSE = "import pc_gate\npc_gate.started.set()\npc_gate.gate.wait(30)\n"
+
+
+@contextlib.contextmanager
+def imported_half_way(name: str) -> Iterator[list[types.ModuleType]]:
+    """Import ``name`` in another thread and hold it where its source says ``PAUSE``; the
+    body runs while the import waits there; on leaving, the import finishes. Yields the list
+    that receives the module."""
     gate, started = threading.Event(), threading.Event()
     sys.modules["pc_gate"] = types.SimpleNamespace(gate=gate, started=started)  # type: ignore[assignment]
-    modules.write(
-        name,
-        """
-        import pc_gate, torch._dynamo.utils
-        def early():
-            return torch._dynamo.utils._error_on_graph_break
-        pc_gate.started.set()
-        pc_gate.gate.wait(30)
-        def late():
-            return torch._dynamo.utils._error_on_graph_break
-        """,
-    )
-    done: list[Any] = []
+    done: list[types.ModuleType] = []
     worker = threading.Thread(target=lambda: done.append(importlib.import_module(name)))
     worker.start()
     try:
         assert started.wait(30)
-        # `late` does not exist yet: no "names nothing" error, it is checked at the end
-        handle = apply(modules.policy(eogb(f"{name}.early", f"{name}.late")))
+        yield done
     finally:
         gate.set()
         worker.join(30)
         del sys.modules["pc_gate"]
+
+
+def test_module_imported_by_another_thread_is_patched_when_it_finishes(modules: Modules) -> None:
+    name = modules.name("slow")
+    modules.write(
+        name,
+        "import torch._dynamo.utils\n"
+        "def early():\n    return torch._dynamo.utils._error_on_graph_break\n"
+        + PAUSE
+        + "def late():\n    return torch._dynamo.utils._error_on_graph_break\n",
+    )
+    with imported_half_way(name) as done:
+        # `late` does not exist yet: no "names nothing" error, it is checked at the end
+        handle = apply(modules.policy(eogb(f"{name}.early", f"{name}.late")))
     with handle:
         (mod,) = done
         assert mod.early() is True and mod.late() is True
@@ -230,23 +239,10 @@ def test_reexport_with_rules_on_both_names(modules: Modules, when: str) -> None:
 
 def test_undo_while_another_thread_imports_leaves_nothing_wrapped(modules: Modules) -> None:
     name = modules.name("racing")
-    gate, started = threading.Event(), threading.Event()
-    sys.modules["pc_gate"] = types.SimpleNamespace(gate=gate, started=started)  # type: ignore[assignment]
-    modules.write(
-        name,
-        PROBE + "\nimport pc_gate\npc_gate.started.set()\npc_gate.gate.wait(30)\n",
-    )
+    modules.write(name, PROBE + PAUSE)
     handle = apply(modules.policy(eogb(f"{name}.probe")))
-    done: list[Any] = []
-    worker = threading.Thread(target=lambda: done.append(importlib.import_module(name)))
-    worker.start()
-    try:
-        assert started.wait(30)
+    with imported_half_way(name) as done:
         handle.undo()  # the import is half way: its patching must not happen after this
-    finally:
-        gate.set()
-        worker.join(30)
-        del sys.modules["pc_gate"]
     (mod,) = done
     assert mod.probe() is False
     assert not hasattr(mod.probe, "__wrapped__")

@@ -3,6 +3,7 @@ aliases, reports, and undoes."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import gc
 import logging
@@ -167,11 +168,16 @@ class PolicyHandle:
 
     def _on_displaced(self) -> None:
         """Another finder went in front of ours: patch what it imported behind our back."""
-        for module in _modules():
-            name = policy_module_name(module)
-            if name is None or name in self._patched_modules or not self._covers(module):
-                continue
+        missed = [
+            m
+            for m in _modules()
+            if (name := policy_module_name(m)) is not None
+            and name not in self._patched_modules
+            and self._covers(m)
+        ]
+        for module in missed:
             self._patch_now_or_later(module, reexports=False)
+        if missed:
             self.rebind_aliases(_modules())
 
     def _check_position(self) -> None:
@@ -254,29 +260,33 @@ class PolicyHandle:
         warnings.warn(text, PolicyWarning, stacklevel=3)
 
     def _check_main(self, covered: list[types.ModuleType]) -> None:
-        """``apply()`` called from a script's own top-level code (``python app.py``): rules
-        naming what the script defines further down cannot be met, so say it plainly."""
+        """``apply()`` called from a script's own top-level code (``python app.py``): what
+        the script defines further down cannot be patched, so say it plainly, naming the
+        definitions below the ``apply`` line that the policy reaches."""
         main = sys.modules.get("__main__")
         where = _running_main_line(main)
         if main is None or where is None or main not in covered:
             return
         name = policy_module_name(main)
-        plan = plan_module(self.policy, main, set())
+        file, line = where
+        later = [d for d in _defined_after(file, line) if self.policy.tree.matches(f"{name}:{d}")]
+        if not later:
+            return
         hint = (
-            f"apply() was called at {where}, while {name} (the script, running as __main__) "
-            "was still executing, and a plain `python` run cannot patch what it defines later. "
-            "Call apply() after the definitions, or run the program with "
-            f"`policycompile run {self.policy.path} {main.__file__}`, which patches the "
-            "script's functions as it defines them"
+            f"apply() was called at {file}:{line}, while {name} (the script, running as "
+            "__main__) was still executing, and a plain `python` run cannot patch what it "
+            "defines later. Call apply() after the definitions, or run the program with "
+            f"`policycompile run {self.policy.path} {file}`, which patches the script's "
+            "functions as it defines them"
         )
-        for problem in plan.problems:
+        for problem in plan_module(self.policy, main, set()).problems:
             if "names nothing" in problem.message:
                 raise PolicyTargetError(
                     f"target {problem.rule!r} names nothing yet: {hint}",
                     problem.position,
                     rule=problem.rule,
                 )
-        self._warn(f"{name}: only what is defined before {where} is patched: {hint}")
+        self._warn(f"{name}: {', '.join(later)} not patched: {hint}")
 
     def rebind_aliases(
         self, modules: list[types.ModuleType], records: list[Record] | None = None
@@ -416,16 +426,27 @@ def _items(module: types.ModuleType) -> list[tuple[str, Any]]:
         return []
 
 
-def _running_main_line(main: types.ModuleType | None) -> str | None:
-    """``file:line`` where ``__main__``'s top-level code is now, if it is on this stack."""
+def _running_main_line(main: types.ModuleType | None) -> tuple[str, int] | None:
+    """(file, line) where ``__main__``'s top-level code is now, if it is on this stack."""
     if main is None:
         return None
     frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals is vars(main):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+            return frame.f_code.co_filename, frame.f_lineno
         frame = frame.f_back
     return None
+
+
+def _defined_after(file: str, line: int) -> list[str]:
+    """Names of the top-level functions and classes a script defines below ``line``."""
+    try:
+        with open(file, "rb") as f:
+            tree = ast.parse(f.read(), file)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return [n.name for n in tree.body if isinstance(n, kinds) and n.lineno > line]
 
 
 def _wrapper_parts(obj: Any, ours: set[int], depth: int = 0) -> None:

@@ -136,6 +136,19 @@ def test_apply_at_the_top_of_a_plain_script_says_what_to_do(tmp_path: Path) -> N
     (tmp_path / "p2.yaml").write_text(eogb("late.step"))
     done = python("late.py", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
+    assert "not patched" not in done.stderr  # nothing it reaches comes after the apply line
+    # a pattern reaching a function defined below the apply line: a warning that names it
+    (tmp_path / "early.py").write_text(
+        "import policycompile\nhandle = policycompile.apply('p4.yaml')\n"
+        "def helper():\n    return 1\nclass Unrelated:\n    pass\n"
+    )
+    (tmp_path / "p4.yaml").write_text(
+        "version: 1\ntargets:\n  early.h*: {error_on_graph_break: true}\n"
+    )
+    done = python("early.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "early: helper not patched: apply() was called at" in done.stderr
+    assert "Unrelated" not in done.stderr
     (tmp_path / "run.py").write_text(
         "import torch._dynamo.utils\n"
         "def step():\n    return torch._dynamo.utils._error_on_graph_break\nprint(step())\n"

@@ -523,21 +523,29 @@ def _outer_frames(frame: types.FrameType | None) -> list[types.FrameType]:
 
 
 def _eager(frames: Iterable[types.FrameType]) -> list[Frame]:
-    """The Python frames around a compile, outermost first, down to where Dynamo starts."""
+    """The Python frames around a compile, outermost first: the program's and the policy's
+    wrappers, without torch's own, policycompile's and logging's (a compiled region may call
+    a wrapped function eagerly, which compiles again: its wrapper sits between Dynamo's
+    frames)."""
+    skip = _internal_dirs()
     out = []
     for f in frames:
         file = f.f_code.co_filename
-        if file.startswith(_dynamo_dir()):
-            break
+        if file.startswith(skip):
+            continue
         out.append(Frame(file, f.f_lineno or 0, f.f_code.co_name))
     return out
 
 
 @functools.cache
-def _dynamo_dir() -> str:
+def _internal_dirs() -> tuple[str, ...]:
     torch = sys.modules.get("torch")
-    root = os.path.dirname(getattr(torch, "__file__", None) or "/nonexistent/")
-    return os.path.join(root, "_dynamo") + os.sep
+    torch_dir = os.path.dirname(getattr(torch, "__file__", None) or "/nonexistent/")
+    return (
+        torch_dir + os.sep,
+        os.path.dirname(__file__) + os.sep,
+        os.path.dirname(logging.__file__) + os.sep,
+    )
 
 
 def _without_prefix(stack: list[Frame], eager: list[Frame]) -> list[Frame]:
@@ -619,7 +627,7 @@ def _literal_setting(node: ast.expr) -> bool | None:
 
 
 def _parse_settings(file: str) -> list[_Def]:
-    if file.startswith("<") or file.startswith(os.path.dirname(_dynamo_dir().rstrip(os.sep))):
+    if file.startswith(("<", *_internal_dirs())):
         return []
     try:
         with open(file, "rb") as f:

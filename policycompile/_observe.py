@@ -382,17 +382,21 @@ class Observer:
     def _raised_region(
         self, cid: str | None, eager: list[Frame], stack: list[Frame]
     ) -> RegionStats | None:
-        if cid is not None and cid.split("/")[0].isdigit():
-            with self.lock:
-                known = self._frame_regions.get(int(cid.split("/")[0]))
-            if known is not None:
-                return known
-        for frame in reversed(eager):  # a method's trampoline calls the compiled function
+        """The compile entry a raised break belongs to: the method trampoline that called the
+        compiled function, else the entry whose function is the traced root, else the region
+        last seen compiling that frame id (ids start again after ``torch._dynamo.reset()``,
+        so that comes last)."""
+        for frame in reversed(eager):
             plan = self.entries.get(frame.file)
             if plan is not None:
                 return self.regions.get(plan.target.display)
         found: RegionStats | None = self.index.region_of_frame(stack[0], self._region_of_code)
-        return found
+        if found is not None:
+            return found
+        if cid is not None and cid.split("/")[0].isdigit():
+            with self.lock:
+                return self._frame_regions.get(int(cid.split("/")[0]))
+        return None
 
     def record_failed_compiles(self) -> None:
         """Add the graph breaks that raised where policycompile never saw the exception (user

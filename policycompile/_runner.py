@@ -69,51 +69,41 @@ def run_main(
     # as the interpreter does: `-m` looks in the current directory, a script in its own
     sys.path[0] = os.getcwd() if as_module else os.path.dirname(os.path.abspath(target))
     try:
-        return _run(target, args, as_module, on_defined, on_error)
+        spec = _main_spec(target, as_module)
+        loader = spec.loader
+        get_source = getattr(loader, "get_source", None)
+        source = get_source(spec.name) if get_source is not None else None
+        if source is None:
+            raise ModuleNotFoundError(f"no source for {target!r}")
+        filename = spec.origin or target
+        code = _instrument(source, filename)
+        module = types.ModuleType("__main__")
+        module.__file__ = filename
+        module.__spec__ = spec
+        module.__loader__ = loader
+        module.__package__ = spec.parent if as_module else None
+        module.__dict__[HOOK] = lambda name: on_defined(module, name)
+        saved_main, saved_argv = sys.modules.get("__main__"), sys.argv
+        sys.modules["__main__"] = module
+        sys.argv = [filename, *args]
+        try:
+            exec(code, module.__dict__)
+        except SystemExit as exc:
+            return _exit_status(exc)
+        except KeyboardInterrupt:
+            traceback.print_exc()
+            return 130
+        except BaseException as exc:
+            on_error(exc)
+            traceback.print_exc()
+            return 1
+        finally:
+            sys.argv = saved_argv
+            if saved_main is not None:
+                sys.modules["__main__"] = saved_main
+        return 0
     finally:
         sys.path[0] = saved_path0
-
-
-def _run(
-    target: str,
-    args: Sequence[str],
-    as_module: bool,
-    on_defined: Callable[[types.ModuleType, str], object],
-    on_error: Callable[[BaseException], object],
-) -> int:
-    spec = _main_spec(target, as_module)
-    loader = spec.loader
-    get_source = getattr(loader, "get_source", None)
-    source = get_source(spec.name) if get_source is not None else None
-    if source is None:
-        raise ModuleNotFoundError(f"no source for {target!r}")
-    filename = spec.origin or target
-    code = _instrument(source, filename)
-    module = types.ModuleType("__main__")
-    module.__file__ = filename
-    module.__spec__ = spec
-    module.__loader__ = loader
-    module.__package__ = spec.parent if as_module else None
-    module.__dict__[HOOK] = lambda name: on_defined(module, name)
-    saved_main, saved_argv = sys.modules.get("__main__"), sys.argv
-    sys.modules["__main__"] = module
-    sys.argv = [filename, *args]
-    try:
-        exec(code, module.__dict__)
-    except SystemExit as exc:
-        return _exit_status(exc)
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        return 130
-    except BaseException as exc:
-        on_error(exc)
-        traceback.print_exc()
-        return 1
-    finally:
-        sys.argv = saved_argv
-        if saved_main is not None:
-            sys.modules["__main__"] = saved_main
-    return 0
 
 
 def _exit_status(exc: SystemExit) -> int:

@@ -21,7 +21,9 @@ SCRIPTS = Path(sys.executable).parent
 
 
 def run_console(args: list[str], cwd: Path) -> tuple[int, str, str]:
-    """The installed ``policycompile`` script, as a user runs it (not ``python -m``)."""
+    """The installed ``policycompile`` script, as a user runs it (not ``python -m``), without
+    the current directory on ``PYTHONPATH`` (``tests.conftest.python`` puts it there, which
+    would hide what ``run -m`` must find by itself)."""
     import os
     import subprocess
 

@@ -243,7 +243,8 @@ def _from_document(
         for name, prof in base.profiles.items():
             out.profiles.setdefault(name, _Layer()).merge(prof)
         out.sources.extend(s for s in base.sources if s not in out.sources)
-        out.options.extend(o for o in base.options if o not in out.options)
+        written = {position for _, _, position in out.options}
+        out.options.extend(o for o in base.options if o[2] not in written)
     own = _layer(doc, (), data, out.options)
     out.base.merge(own)
     for name, body in data.get("profiles", {}).items():

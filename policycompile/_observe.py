@@ -419,8 +419,8 @@ class Observer:
             if self.audit:
                 continue  # nothing of the policy raises in audit mode
             site = Frame(failed.file, failed.line, "")
-            entered = [region.plan, self.index.entered([site], self.wrappers)[0]]
-            settings = self._settings([], [site, site], entered)
+            entered = self.index.entered([site], self.wrappers)
+            settings = self._settings([], [site], entered, around=[region.plan])
             if self.govern(region, settings)[1]:
                 continue
             key = (failed.compile_id, failed.code[0], failed.code[1])
@@ -472,16 +472,28 @@ class Observer:
                 event.tests.append(self.current_test)
 
     def _settings(
-        self, eager: list[Frame], stack: list[Frame], entered: list[Any]
+        self,
+        eager: list[Frame],
+        stack: list[Frame],
+        entered: list[Any],
+        *,
+        around: Iterable[Any] = (),
     ) -> list[tuple[bool, str | None]]:
         """Every error_on_graph_break in force at the break, outermost first, as (value, rule):
         the policy's wrappers (rule "pattern (file:line)") and what the source says by hand
-        (rule None), around the compile and then along the traced frames."""
+        (rule None), around the compile and then along the traced frames.
+
+        :param around: plans known to be in force around the compile where its eager frames
+            are not at hand (a failed compile read back from Dynamo's metrics).
+        """
         out: list[tuple[bool, str | None]] = []
 
         def policy(plan: Any) -> None:
             if plan is not None and plan.error_on_graph_break is not None:
                 out.append((plan.error_on_graph_break, plan.rules.get("error_on_graph_break")))
+
+        for plan in around:
+            policy(plan)
 
         for frame in eager:
             if frame.file.startswith(WRAPPER_FILE_PREFIX):

@@ -526,10 +526,14 @@ def plan_module(
         return result
     # Exact rules first: a rule that names an object through an alias (`Public = Impl`,
     # a re-export, a lambda) decides it under the name the rule gives.
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     targets.extend(module_targets(module, only, skipped))
     if reexports is not True:  # the re-export pass sees the same module a second time
-        result.skipped = [line for line in skipped if policy.tree.matches(line.split(":")[0])]
+        result.skipped = [
+            f"{where.replace(':', '.', 1)}: {why}"
+            for where, why in skipped
+            if policy.tree.matches(where)
+        ]
     seen: set[tuple[int, str]] = set()
     for target in targets:
         key = (id(target.owner), target.attr)

@@ -105,14 +105,16 @@ def _own(obj: Any, attr: str) -> Any:
 
 
 def module_targets(
-    module: types.ModuleType, only: str | None = None, skipped: list[str] | None = None
+    module: types.ModuleType,
+    only: str | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> Iterator[Target]:
     """Functions the module defines, and the members of the classes it defines, recursively.
 
     Values are classified by ``type()``, never by attributes they may compute.
 
     :param only: look at this one attribute of the module.
-    :param skipped: receives one line for each class that cannot be patched (a C type),
+    :param skipped: receives (name, why) for each class that cannot be patched (a C type),
         when given.
     """
     real = vars(module).get("__name__")
@@ -131,7 +133,7 @@ def module_targets(
             if why is not None:
                 # only worth a word when it holds Python functions a rule could mean
                 if skipped is not None and any(unwrap(v) for v in vars(raw).values()):
-                    skipped.append(f"{name}.{attr}: {why}")
+                    skipped.append((f"{name}:{attr}", why))
                 continue
             yield from class_targets(raw, name)
 

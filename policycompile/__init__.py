@@ -12,6 +12,7 @@ from ._errors import PolicyFileError as PolicyFileError
 from ._errors import PolicyOptionError as PolicyOptionError
 from ._errors import PolicyPatternError as PolicyPatternError
 from ._errors import PolicyProfileError as PolicyProfileError
+from ._errors import PolicyRankError as PolicyRankError
 from ._errors import PolicySchemaError as PolicySchemaError
 from ._errors import PolicyStateError as PolicyStateError
 from ._errors import PolicySyntaxError as PolicySyntaxError
@@ -45,6 +46,7 @@ __all__ = [
     "PolicyOptionError",
     "PolicyPatternError",
     "PolicyProfileError",
+    "PolicyRankError",
     "PolicySchemaError",
     "PolicyStateError",
     "PolicySyntaxError",

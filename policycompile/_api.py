@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Iterable
 
+from ._children import Session
+from ._dist import rank_check_from_env
 from ._errors import PolicyStateError
 from ._handle import STATE, PolicyHandle
 from ._load import MAX_BYTES
@@ -53,6 +55,7 @@ def apply(
     *,
     profile: str | None = None,
     audit: bool = False,
+    rank_check: bool | None = None,
 ) -> PolicyHandle:
     """Apply a policy: wrap every matching object in imported modules now, and in modules
     imported later right after they execute.
@@ -61,12 +64,52 @@ def apply(
     :param profile: the profile to select when ``policy`` is a path.
     :param audit: record every graph break the policy forbids instead of raising, so one run
         lists all of them (``handle.report().violations``).
+    :param rank_check: once a ``torch.distributed`` process group exists, check that every
+        rank applies the same resolved policy (docs/distributed.md); None reads
+        ``POLICYCOMPILE_RANK_CHECK`` (``0`` turns it off), on by default.
     :returns: a handle whose ``undo()`` restores everything; also a context manager.
     :raises PolicyError: the policy is invalid, an exact target is missing (``strict``),
         a target cannot be patched, or a policy is already applied. Nothing stays patched.
     """
     if not isinstance(policy, Policy):
         policy = load(policy, profile=profile)
+    if rank_check is None:
+        rank_check = rank_check_from_env()
+    return _apply(policy, _caller(), audit=audit, rank_check=rank_check)
+
+
+def apply_session(session: Session, *, hold: Iterable[str] = ()) -> PolicyHandle:
+    """Apply the policy of a ``policycompile run`` in one of its child processes.
+
+    :param hold: modules left unpatched until released (a main module still executing).
+    :raises PolicyError: the policy cannot be loaded, or is not the one the parent applied
+        (the file changed since).
+    """
+    policy = load(session.policy, profile=session.profile or "")
+    if policy.fingerprint != session.sha256:
+        raise PolicyStateError(
+            "the policy file changed since `policycompile run` started: this child process "
+            f"would apply another policy than its parent (sha256 {policy.fingerprint[:12]} "
+            f"here, {session.sha256[:12]} there)",
+            path=policy.path,
+        )
+    return _apply(
+        policy,
+        f"policycompile run (child process {os.getpid()})",
+        audit=session.audit,
+        rank_check=session.rank_check,
+        hold=frozenset(hold),
+    )
+
+
+def _apply(
+    policy: Policy,
+    applied_at: str,
+    *,
+    audit: bool,
+    rank_check: bool,
+    hold: frozenset[str] = frozenset(),
+) -> PolicyHandle:
     import torch  # noqa: F401  - the wrappers are torch's; import it before taking the lock
 
     with STATE.lock:
@@ -77,7 +120,7 @@ def apply(
                 f"{first.applied_at}); call undo() on its handle before applying another",
                 path=policy.path,
             )
-        handle = PolicyHandle(policy, _caller(), audit=audit)
+        handle = PolicyHandle(policy, applied_at, audit=audit, rank_check=rank_check, hold=hold)
         STATE.active = handle
     # Patching allocates many small objects; a full collection over torch's heap in the middle
     # of it costs more than the patching itself, and nothing here is garbage yet.

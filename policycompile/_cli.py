@@ -7,6 +7,7 @@ import json
 import sys
 import types
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NoReturn, TextIO
 
 from ._errors import PolicyError
@@ -60,13 +61,18 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run a program (python SCRIPT or -m MODULE) with the policy applied; print a report",
         usage="policycompile run FILE [--profile P] [--audit] [--report-json OUT] "
-        "(-m MODULE | SCRIPT) [ARGS...]",
+        "[--verbose] [--no-rank-check] (-m MODULE | SCRIPT) [ARGS...]",
     )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--profile", default=None)
     p.add_argument("--audit", action="store_true", help="record forbidden breaks, do not raise")
     p.add_argument("--report-json", metavar="OUT", default=None)
     p.add_argument("--verbose", action="store_true", help="recompile reasons with the user stack")
+    p.add_argument(
+        "--no-rank-check",
+        action="store_true",
+        help="do not check that all ranks of a torch.distributed job apply the same policy",
+    )
     p.add_argument("-m", dest="module", default=None, metavar="MODULE")
 
     sub.add_parser("schema", help="print the JSON Schema of policy files")
@@ -400,28 +406,63 @@ def nested_entries(plans: Sequence[Any]) -> list[tuple[str, str]]:
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     from ._api import apply
+    from ._children import exported, read
+    from ._report import Report, join_processes
     from ._runner import run_main
 
-    handle = apply(args.file, profile=args.profile, audit=args.audit)
-    try:
-        status = run_main(
-            args.module or args.program,
-            args.program_args,
-            as_module=args.module is not None,
-            on_defined=lambda module, name: handle.patch_module(module, only=name),
-            on_error=handle.record_exception,
-        )
-    except (FileNotFoundError, ModuleNotFoundError) as exc:
-        print(f"policycompile run: {exc}", file=sys.stderr)
-        handle.undo()
-        return EXIT_USAGE
-    report = handle.report()
+    handle = apply(
+        args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
+    )
+    policy = handle.policy
+    with exported(
+        policy=policy.path,
+        profile=policy.profile,
+        audit=handle.audit,
+        sha256=policy.fingerprint,
+        rank_check=handle.ranks.check,
+    ) as session:
+
+        def local() -> Report:
+            """This process's report, joined with what its children left in the spool."""
+            children, problems = read(session.spool)
+            report = join_processes(handle.report(), children)
+            if problems:
+                report = replace(report, warnings=(*report.warnings, *problems))
+            return report
+
+        handle.ranks.local = local
+        try:
+            status = run_main(
+                args.module or args.program,
+                args.program_args,
+                as_module=args.module is not None,
+                on_defined=lambda module, name: handle.patch_module(module, only=name),
+                on_error=handle.record_exception,
+                quiet=(PolicyError,),
+            )
+        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            print(f"policycompile run: {exc}", file=sys.stderr)
+            handle.undo()
+            return EXIT_USAGE
+        ranks = handle.ranks
+        ranks.gather()  # a process group still alive at the end: merge over it now
+        report: Report | None = local() if ranks.rank is None else ranks.merged
+        if ranks.rank is not None and ranks.rank != 0:
+            # rank 0 prints and writes the job's report; this rank's exit status still
+            # says whether any rank saw a violation
+            summary = ranks.summary
+            violations = summary["violations"] if summary else len(local().violations)
+            report = None
+        elif report is None:  # rank 0 without a merged report (its group failed to agree)
+            report = local()
     handle.undo()
-    sys.stderr.write("\n" + report.text(verbose=args.verbose))
-    if args.report_json:
-        with open(args.report_json, "w", encoding="utf-8") as f:
-            f.write(report.to_json() + "\n")
-    if status == 0 and args.audit and report.violations:
+    if report is not None:
+        violations = len(report.violations)
+        sys.stderr.write("\n" + report.text(verbose=args.verbose))
+        if args.report_json:
+            with open(args.report_json, "w", encoding="utf-8") as f:
+                f.write(report.to_json() + "\n")
+    if status == 0 and args.audit and violations:
         return EXIT_VIOLATIONS
     return status
 

@@ -98,5 +98,9 @@ class PolicyStateError(PolicyError, RuntimeError):
     """A policy was applied while another one is active, or a handle was misused."""
 
 
+class PolicyRankError(PolicyError, RuntimeError):
+    """The ranks of a torch.distributed job do not apply the same policy."""
+
+
 class PolicyWarning(UserWarning):
     """Something a policy asked for could not be done, and ``strict: false`` allows it."""

@@ -14,11 +14,13 @@ import warnings
 from typing import Any
 
 from . import _hook
+from ._dist import Ranks
 from ._errors import PolicyTargetError, PolicyWarning
 from ._observe import FunctionIndex, Observer
 from ._patch import (
     MISSING,
     AliasRecord,
+    HookRecord,
     ModulePlan,
     Plan,
     Record,
@@ -62,10 +64,22 @@ STATE = _State()
 class PolicyHandle:
     """An applied policy. ``undo()`` restores everything; also a context manager."""
 
-    def __init__(self, policy: Policy, applied_at: str, *, audit: bool = False) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        applied_at: str,
+        *,
+        audit: bool = False,
+        rank_check: bool = True,
+        hold: frozenset[str] = frozenset(),
+    ) -> None:
         self.policy = policy
         self.applied_at = applied_at
         self.audit = audit
+        #: modules (by ``__name__``) not patched until released: a main module that another
+        #: runner is still executing (multiprocessing's ``__mp_main__`` in a child)
+        self.hold = set(hold)
+        self.ranks = Ranks(self, check=rank_check)
         self.observer = Observer(FunctionIndex(self._plans), audit=audit)
         self._lock = threading.RLock()
         # Every patch and alias, in the order made: undo walks it backwards, removing each
@@ -92,7 +106,11 @@ class PolicyHandle:
     def aliases(self) -> tuple[AliasRecord, ...]:
         """Globals of other modules rebound to a wrapper, in the order rebound."""
         with self._lock:
-            return tuple(e for e in self._journal if isinstance(e, AliasRecord))
+            return tuple(
+                e
+                for e in self._journal
+                if isinstance(e, AliasRecord) and not isinstance(e, HookRecord)
+            )
 
     def _plans(self) -> list[Plan]:
         return [r.plan for r in self.records]
@@ -136,10 +154,19 @@ class PolicyHandle:
             self.policy.tree.covers_module, self._on_import, self._on_displaced
         )
         self.finder.install()
+        with self._lock:
+            self._journal.extend(self.ranks.install())
+
+    def release(self, name: str) -> None:
+        """Stop holding module ``name`` back; the caller patches it."""
+        with self._lock:
+            self.hold.discard(name)
 
     def _covers(self, module: types.ModuleType) -> bool:
         name = policy_module_name(module)
-        return name is not None and self.policy.tree.covers_module(name)
+        if name is None or vars(module).get("__name__") in self.hold:
+            return False
+        return self.policy.tree.covers_module(name)
 
     def _patch_now_or_later(self, module: types.ModuleType, *, reexports: bool) -> bool:
         """Patch ``module`` (as far as it got, if it is still executing); True when it holds
@@ -310,7 +337,9 @@ class PolicyHandle:
         with self._lock:
             patched = {(id(e.owner), e.attr) for e in self._journal if isinstance(e, Record)}
         for module in modules:
-            if vars(module).get("__name__") == "__main__":
+            if vars(module).get("__name__") == "__main__" or vars(module).get("__name__") in (
+                self.hold
+            ):
                 continue
             for name, value in _items(module):
                 record = originals.get(id(value))

@@ -465,6 +465,11 @@ class AliasRecord:
         return True
 
 
+class HookRecord(AliasRecord):
+    """A function of torch wrapped by policycompile itself, not by a rule (the process
+    group's ``init_process_group`` and ``destroy_process_group``, watched for the ranks)."""
+
+
 @dataclass
 class ModulePlan:
     """Everything the policy does to one module."""

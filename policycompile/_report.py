@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +25,11 @@ class RegionReport:
     failed_compiles: int = 0
     recompile_limit_hit: bool = False  # Dynamo gave up compiling a frame: it runs eagerly
     nested_entries: tuple[str, ...] = ()  # other compile entries traced inside this one
+    # merged across ranks only: where it ran, (rank, frames, graphs, recompiles) of each,
+    # and whether those counts differ between ranks (rank-dependent control flow)
+    ranks: tuple[int, ...] | None = None
+    by_rank: tuple[tuple[int, int, int, int], ...] = ()
+    divergent: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,12 @@ class BreakReport:
     count: int
     raised: bool
     tests: tuple[str, ...]
+    ranks: tuple[int, ...] | None = None  # merged across ranks only: where it occurred
+
+    @property
+    def key(self) -> tuple[str, str, int, str, str | None, str | None]:
+        """What makes two observations the same break site."""
+        return (self.function, self.file, self.line, self.reason, self.rule, self.region)
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,10 @@ class Report:
     unused_rules: tuple[tuple[str, str], ...]  # (pattern, file:line)
     patched: tuple[tuple[str, int], ...]  # (rule, objects patched)
     warnings: tuple[str, ...]
+    #: merged across ranks: the ranks reported (None: one process and its children)
+    ranks: tuple[int, ...] | None = None
+    #: processes whose observations this report joins (a run, its children, other ranks)
+    processes: int = 1
 
     @property
     def violations(self) -> tuple[BreakReport, ...]:
@@ -63,25 +79,57 @@ class Report:
         return tuple(b for b in self.graph_breaks if not b.allowed)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document, as plain data."""
-        return {
+        """The JSON document, as plain data. ``ranks`` (top level, and on each region and
+        break) appear only in a report merged across ranks."""
+        doc: dict[str, Any] = {
             "policy": {"path": self.policy_path, "profile": self.profile, "sha256": self.sha256},
             "torch": {"version": self.torch_version},
             "audit": self.audit,
-            "regions": [
-                {
-                    **asdict(r),
-                    "recompile_reasons": list(r.recompile_reasons),
-                    "nested_entries": list(r.nested_entries),
-                }
-                for r in self.regions
-            ],
+            "processes": self.processes,
+            "regions": [_region(r) for r in self.regions],
             "graph_breaks": [_break(b) for b in self.graph_breaks],
             "violations": [_break(b) for b in self.violations],
             "unused_rules": [{"pattern": p, "rule": r} for p, r in self.unused_rules],
             "patched": [{"rule": r, "objects": n} for r, n in self.patched],
             "warnings": list(self.warnings),
         }
+        if self.ranks is not None:
+            doc["ranks"] = list(self.ranks)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Report:
+        """The report a :meth:`to_dict` document describes (one written by another process)."""
+        regions = []
+        for r in doc["regions"]:
+            r = dict(r)
+            for key in ("recompile_reasons", "nested_entries"):
+                r[key] = tuple(r.get(key, ()))
+            r["by_rank"] = tuple(
+                (e["rank"], e["frames"], e["graphs"], e["recompiles"]) for e in r.get("by_rank", ())
+            )
+            r["ranks"] = _ranks(r.get("ranks"))
+            regions.append(RegionReport(**_known(RegionReport, r)))
+        breaks = []
+        for b in doc["graph_breaks"]:
+            b = dict(b)
+            b["tests"] = tuple(b.get("tests", ()))
+            b["ranks"] = _ranks(b.get("ranks"))
+            breaks.append(BreakReport(**_known(BreakReport, b)))
+        return cls(
+            policy_path=doc["policy"]["path"],
+            profile=doc["policy"]["profile"],
+            sha256=doc["policy"]["sha256"],
+            torch_version=doc["torch"]["version"],
+            audit=doc["audit"],
+            regions=tuple(regions),
+            graph_breaks=tuple(breaks),
+            unused_rules=tuple((u["pattern"], u["rule"]) for u in doc["unused_rules"]),
+            patched=tuple((p["rule"], p["objects"]) for p in doc["patched"]),
+            warnings=tuple(doc["warnings"]),
+            ranks=_ranks(doc.get("ranks")),
+            processes=doc.get("processes", 1),
+        )
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as JSON (``schemas/report.schema.json``)."""
@@ -98,6 +146,13 @@ class Report:
         lines = [
             f"policycompile report{mode}: {self.policy_path}{profile}, torch {self.torch_version}"
         ]
+        if self.ranks is not None:
+            lines.append(
+                f"  merged from {len(self.ranks)} rank(s) ({_span(self.ranks)}), "
+                f"{self.processes} process(es)"
+            )
+        elif self.processes > 1:
+            lines.append(f"  joined from {self.processes} processes (this one and its children)")
         if self.regions:
             width = max(len(r.name) for r in self.regions)
             lines.append("")
@@ -120,6 +175,15 @@ class Report:
                     lines.append(
                         f"{pad}HIT recompile_limit: Dynamo runs the frame eagerly from then on"
                     )
+                if r.divergent:
+                    counts = "; ".join(
+                        f"rank {rank}: {g} graph(s), {n} recompile(s)"
+                        for rank, _f, g, n in r.by_rank
+                    )
+                    absent = sorted(set(self.ranks or ()) - set(r.ranks or ()))
+                    if absent:
+                        counts += f"; not compiled on rank(s) {_span(absent)}"
+                    lines.append(f"{pad}DIVERGENT between ranks: {counts}")
                 for inner in r.nested_entries:
                     lines.append(
                         f"{pad}traces {inner}, itself a compile entry: torch ignores that "
@@ -140,6 +204,8 @@ class Report:
                 status = "allowed" if b.allowed else "VIOLATION"
                 where = f"{b.file}:{b.line}"
                 lines.append(f"    {status:<9} {b.function} at {where}: {b.reason}")
+                if b.ranks is not None and self.ranks is not None and b.ranks != self.ranks:
+                    lines.append(f"              on rank(s) {_span(b.ranks)} only")
                 if b.tests:
                     lines.append(f"              in {', '.join(b.tests)}")
         if self.unused_rules:
@@ -151,10 +217,176 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
+def _region(r: RegionReport) -> dict[str, Any]:
+    d = asdict(r)
+    d["recompile_reasons"] = list(r.recompile_reasons)
+    d["nested_entries"] = list(r.nested_entries)
+    if r.ranks is None:
+        for key in ("ranks", "by_rank", "divergent"):
+            del d[key]
+    else:
+        d["ranks"] = list(r.ranks)
+        d["by_rank"] = [
+            {"rank": rank, "frames": f, "graphs": g, "recompiles": n} for rank, f, g, n in r.by_rank
+        ]
+    return d
+
+
 def _break(b: BreakReport) -> dict[str, Any]:
     d = asdict(b)
     d["tests"] = list(b.tests)
+    if b.ranks is None:
+        del d["ranks"]
+    else:
+        d["ranks"] = list(b.ranks)
     return d
+
+
+def _ranks(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else tuple(int(v) for v in value)
+
+
+def _known(cls: type, doc: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in doc.items() if k in names}
+
+
+def _span(ranks: Iterable[int]) -> str:
+    """``0-3,6``: sorted ranks with runs collapsed (one line, even for thousands of ranks)."""
+    out: list[str] = []
+    run: list[int] = []
+    for r in sorted(set(ranks)):
+        if run and r == run[-1] + 1:
+            run.append(r)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [r]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(out)
+
+
+def _unique(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _common(reports: Sequence[Report]) -> dict[str, Any]:
+    """What processes under one policy join the same way, merged or summed: rules unused
+    everywhere, the most objects any process patched per rule, every warning once."""
+    unused = set(reports[0].unused_rules)
+    for r in reports[1:]:
+        unused &= set(r.unused_rules)
+    patched: dict[str, int] = {}
+    for r in reports:
+        for rule, n in r.patched:
+            patched[rule] = max(n, patched.get(rule, 0))
+    return {
+        "unused_rules": tuple(u for u in reports[0].unused_rules if u in unused),
+        "patched": tuple(sorted(patched.items())),
+        "warnings": _unique(w for r in reports for w in r.warnings),
+        "processes": sum(r.processes for r in reports),
+    }
+
+
+def join_processes(report: Report, others: Sequence[Report]) -> Report:
+    """This process's report joined with its children's (multiprocessing workers,
+    subprocesses under ``policycompile run``): counts add up, as if one process had done it
+    all; a break site keeps one entry."""
+    if not others:
+        return report
+    everyone = [report, *others]
+    regions: dict[str, RegionReport] = {}
+    for rep in everyone:
+        for r in rep.regions:
+            seen = regions.get(r.name)
+            regions[r.name] = (
+                r
+                if seen is None
+                else replace(
+                    seen,
+                    frames=seen.frames + r.frames,
+                    graphs=seen.graphs + r.graphs,
+                    recompiles=seen.recompiles + r.recompiles,
+                    recompile_reasons=seen.recompile_reasons + r.recompile_reasons,
+                    failed_compiles=seen.failed_compiles + r.failed_compiles,
+                    recompile_limit_hit=seen.recompile_limit_hit or r.recompile_limit_hit,
+                    nested_entries=tuple(sorted({*seen.nested_entries, *r.nested_entries})),
+                )
+            )
+    breaks: dict[tuple[Any, ...], BreakReport] = {}
+    for rep in everyone:
+        for b in rep.graph_breaks:
+            seen_b = breaks.get(b.key)
+            breaks[b.key] = (
+                b
+                if seen_b is None
+                else replace(
+                    seen_b,
+                    count=seen_b.count + b.count,
+                    allowed=seen_b.allowed and b.allowed,
+                    raised=seen_b.raised or b.raised,
+                    tests=_unique([*seen_b.tests, *b.tests]),
+                )
+            )
+    return replace(
+        report,
+        regions=tuple(regions.values()),
+        graph_breaks=tuple(breaks.values()),
+        **_common(everyone),
+    )
+
+
+def merge_ranks(by_rank: Mapping[int, Report]) -> Report:
+    """One report for a job: each region and break with the ranks where it occurred. A
+    region's counts are the largest any rank had; it is divergent when its graph or recompile
+    counts differ between the ranks (a rank that never compiled it counts zero)."""
+    ranks = tuple(sorted(by_rank))
+    reports = [by_rank[r] for r in ranks]
+    names = _unique(r.name for rep in reports for r in rep.regions)
+    regions = []
+    for name in names:
+        present = [(rank, r) for rank in ranks for r in by_rank[rank].regions if r.name == name]
+        first = present[0][1]
+        counts = {(r.graphs, r.recompiles) for _, r in present}
+        regions.append(
+            replace(
+                first,
+                frames=max(r.frames for _, r in present),
+                graphs=max(r.graphs for _, r in present),
+                recompiles=max(r.recompiles for _, r in present),
+                recompile_reasons=_unique(x for _, r in present for x in r.recompile_reasons),
+                failed_compiles=max(r.failed_compiles for _, r in present),
+                recompile_limit_hit=any(r.recompile_limit_hit for _, r in present),
+                nested_entries=tuple(sorted({x for _, r in present for x in r.nested_entries})),
+                ranks=tuple(rank for rank, _ in present),
+                by_rank=tuple((rank, r.frames, r.graphs, r.recompiles) for rank, r in present),
+                divergent=len(counts) > 1 or len(present) < len(ranks),
+            )
+        )
+    breaks: dict[tuple[Any, ...], BreakReport] = {}
+    for rank in ranks:
+        for b in by_rank[rank].graph_breaks:
+            seen = breaks.get(b.key)
+            breaks[b.key] = (
+                replace(b, ranks=(rank,))
+                if seen is None
+                else replace(
+                    seen,
+                    count=seen.count + b.count,
+                    allowed=seen.allowed and b.allowed,
+                    raised=seen.raised or b.raised,
+                    tests=_unique([*seen.tests, *b.tests]),
+                    ranks=(*(seen.ranks or ()), rank),
+                )
+            )
+    return replace(
+        reports[0],
+        regions=tuple(regions),
+        graph_breaks=tuple(breaks.values()),
+        ranks=ranks,
+        **_common(reports),
+    )
 
 
 def build_report(handle: PolicyHandle) -> Report:

@@ -59,11 +59,14 @@ def run_main(
     as_module: bool,
     on_defined: Callable[[types.ModuleType, str], object],
     on_error: Callable[[BaseException], object],
+    quiet: tuple[type[BaseException], ...] = (),
 ) -> int:
     """Run the program and return its exit status, as the interpreter would.
 
     :param on_defined: called with the main module and a name after each top-level def/class.
     :param on_error: sees the exception a failing program raised, before it is printed.
+    :param quiet: exceptions printed as their message alone, without a traceback (the
+        policy's own errors, raised through the program: they say where the problem is).
     """
     saved_path0 = sys.path[0]
     # as the interpreter does: `-m` looks in the current directory, a script in its own
@@ -95,7 +98,10 @@ def run_main(
             return 130
         except BaseException as exc:
             on_error(exc)
-            traceback.print_exc()
+            if isinstance(exc, quiet):
+                print(f"policycompile: {exc}", file=sys.stderr)
+            else:
+                traceback.print_exc()
             return 1
         finally:
             sys.argv = saved_argv

@@ -46,7 +46,8 @@ def policy_module_name(module: Any) -> str | None:
 
     ``python -m pkg.app`` runs ``__main__`` as pkg.app, and ``python app.py`` (or
     ``policycompile run policy.yaml app.py``) runs it as ``app``: policies name the program's
-    own functions as ``app.step`` either way, never ``__main__.step``.
+    own functions as ``app.step`` either way, never ``__main__.step``; so do the children
+    of multiprocessing, which re-run it as ``__mp_main__``.
     """
     try:
         name = vars(module).get("__name__")
@@ -54,7 +55,7 @@ def policy_module_name(module: Any) -> str | None:
         return None
     if not isinstance(name, str):
         return None
-    if name == "__main__":
+    if name in ("__main__", "__mp_main__"):  # the latter: multiprocessing children
         spec = vars(module).get("__spec__")
         spec_name = getattr(spec, "name", None) if spec is not None else None
         if isinstance(spec_name, str) and spec_name:

@@ -1,0 +1,289 @@
+"""Ranks of a ``torch.distributed`` job under one policy (SPEC section 9): they agree on the
+policy when the process group is created, and ``policycompile run`` merges their reports
+into one before the group is destroyed.
+
+Both exchanges go through the default process group's key-value store, the one
+``init_process_group`` rendezvoused on (torchrun's TCPStore): it needs no device and no
+shared filesystem, works with every backend, and every wait on it is bounded, so a rank that
+does not take part (one not started under policycompile) is an error in seconds, not a hang.
+Per exchange each rank writes one key and reads one; rank 0 reads them all in one request.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ._errors import PolicyRankError
+from ._report import Report, _span, merge_ranks
+
+if TYPE_CHECKING:
+    from ._handle import PolicyHandle
+    from ._patch import HookRecord
+
+RANK_CHECK_ENV = "POLICYCOMPILE_RANK_CHECK"
+AGREE_TIMEOUT_ENV = "POLICYCOMPILE_RANK_TIMEOUT"
+REPORT_TIMEOUT_ENV = "POLICYCOMPILE_REPORT_TIMEOUT"
+AGREE_TIMEOUT_S = 60.0
+REPORT_TIMEOUT_S = 300.0
+
+#: what every rank must have in common, in the order a difference is told
+COMPARED = ("sha256", "profile", "audit", "policycompile", "torch")
+
+
+def rank_check_from_env() -> bool:
+    """``POLICYCOMPILE_RANK_CHECK``: on unless ``0``, ``false``, ``no`` or ``off``."""
+    return os.environ.get(RANK_CHECK_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _seconds(env: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(env, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+class Ranks:
+    """Watches ``init_process_group`` and ``destroy_process_group`` for one handle.
+
+    :param check: exchange the policy's digest when a process group is created.
+    """
+
+    def __init__(self, handle: PolicyHandle, *, check: bool) -> None:
+        self.handle = handle
+        self.check = check
+        #: set by ``policycompile run``: the report this process sends to rank 0 (its own
+        #: joined with its children's); None: no merged report (plain ``apply``)
+        self.local: Callable[[], Report] | None = None
+        self.rank: int | None = None
+        self.world = 1
+        self.generation = 0
+        self.pending = False  # a default group exists whose reports were not gathered
+        self.merged: Report | None = None  # rank 0, after a gather
+        self.summary: dict[str, Any] | None = None  # other ranks, after a gather
+        self.timings: dict[str, float] = {}
+
+    # -- hooking the process group's life
+    def install(self) -> list[HookRecord]:
+        """Wrap ``init_process_group`` and ``destroy_process_group`` wherever a module holds
+        them (``torch.distributed``, ``distributed_c10d``, ``from ... import`` copies)."""
+        from ._patch import HookRecord
+
+        c10d = _c10d()
+        if c10d is None:
+            return []
+        init, destroy = c10d.init_process_group, c10d.destroy_process_group
+
+        @functools.wraps(init)
+        def init_process_group(*args: Any, **kwargs: Any) -> Any:
+            result = init(*args, **kwargs)
+            self.on_init()
+            return result
+
+        @functools.wraps(destroy)
+        def destroy_process_group(*args: Any, **kwargs: Any) -> Any:
+            group = args[0] if args else kwargs.get("group")
+            if group is None or group is c10d.GroupMember.WORLD:
+                self.gather()
+            return destroy(*args, **kwargs)
+
+        swaps = {
+            id(init): (init, init_process_group),
+            id(destroy): (destroy, destroy_process_group),
+        }
+        records = []
+        for module in [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]:
+            try:
+                items = list(vars(module).items())
+            except TypeError:
+                continue
+            for name, value in items:
+                swap = swaps.get(id(value))
+                if swap is None or value is not swap[0]:
+                    continue
+                try:
+                    setattr(module, name, swap[1])
+                except Exception:  # a module refusing setattr: its copy stays unwatched
+                    continue
+                records.append(HookRecord(module, name, swap[0], swap[1]))
+        return records
+
+    def on_init(self) -> None:
+        c10d = _c10d()
+        if c10d is None or not c10d.is_initialized():
+            return
+        self.rank, self.world = c10d.get_rank(), c10d.get_world_size()
+        self.generation += 1
+        self.pending = True
+        if self.check and self.world > 1:
+            start = time.perf_counter()
+            try:
+                self._agree(c10d._get_default_store())
+            except BaseException:
+                self.pending = False  # no report to gather from ranks that did not agree
+                raise
+            self.timings["agree_s"] = time.perf_counter() - start
+
+    # -- agreement
+    def digest(self) -> dict[str, Any]:
+        """What this rank applies: the resolved policy (after extends and profile), and the
+        versions that decide what its rules do."""
+        import torch
+
+        from . import __version__
+
+        policy = self.handle.policy
+        return {
+            "sha256": policy.fingerprint,
+            "profile": policy.profile,
+            "audit": self.handle.audit,
+            "policycompile": __version__,
+            "torch": str(torch.__version__),
+            "path": policy.path,
+        }
+
+    def _agree(self, store: Any) -> None:
+        prefix = self._prefix("agree")
+        rank, world = self.rank or 0, self.world
+        store.set(f"{prefix}/{rank}", json.dumps(self.digest()))
+        timeout = _seconds(AGREE_TIMEOUT_ENV, AGREE_TIMEOUT_S)
+        verdict_key = f"{prefix}/verdict"
+        if rank == 0:
+            keys = [f"{prefix}/{r}" for r in range(world)]
+            missing = _wait(store, keys, timeout)
+            if missing:
+                verdict = (
+                    f"rank(s) {_span(missing)} sent no policy within {timeout:g} s: start every "
+                    "rank under `policycompile run` with the same policy (or turn this check "
+                    f"off with {RANK_CHECK_ENV}=0)"
+                )
+            else:
+                digests = dict(enumerate(json.loads(v) for v in _get_all(store, keys)))
+                verdict = differences(digests)
+            store.set(verdict_key, verdict)
+        else:
+            waited = timeout + 10.0  # rank 0 answers within its own timeout
+            if _wait(store, [verdict_key], waited):
+                verdict = (
+                    f"rank 0 gave no verdict on the policy within {waited:g} s (is rank 0 "
+                    "running under `policycompile run`?)"
+                )
+            else:
+                verdict = store.get(verdict_key).decode()
+        if verdict:
+            raise PolicyRankError(
+                f"the ranks of this job do not apply the same policy: {verdict}. Every rank "
+                "stops here, in init_process_group, before any compile decision can differ",
+                path=self.handle.policy.path,
+            )
+
+    # -- one report
+    def gather(self) -> None:
+        """Send this rank's report to rank 0, which merges them (``policycompile run``)."""
+        c10d = _c10d()
+        if self.local is None or not self.pending or c10d is None or not c10d.is_initialized():
+            return
+        self.pending = False
+        start = time.perf_counter()
+        local = self.local()
+        rank = self.rank or 0
+        if self.world == 1:
+            self.merged = merge_ranks({rank: local})
+            return
+        store = c10d._get_default_store()
+        prefix = self._prefix("report")
+        store.set(f"{prefix}/{rank}", local.to_json(indent=None))
+        timeout = _seconds(REPORT_TIMEOUT_ENV, REPORT_TIMEOUT_S)
+        summary_key = f"{prefix}/summary"
+        if rank == 0:
+            keys = {r: f"{prefix}/{r}" for r in range(self.world)}
+            missing = set(_wait(store, list(keys.values()), timeout))
+            sent = [r for r in keys if r not in missing]
+            reports = {
+                r: Report.from_dict(json.loads(v))
+                for r, v in zip(sent, _get_all(store, [keys[r] for r in sent]), strict=True)
+            }
+            merged = merge_ranks(reports)
+            if missing:
+                merged = replace(
+                    merged,
+                    warnings=(
+                        *merged.warnings,
+                        f"rank(s) {_span(missing)} sent no report within {timeout:g} s "
+                        f"({REPORT_TIMEOUT_ENV}): this report covers rank(s) {_span(sent)}",
+                    ),
+                )
+            self.merged = merged
+            summary = {"violations": len(merged.violations), "ranks": list(merged.ranks or ())}
+            store.set(summary_key, json.dumps(summary))
+        elif not _wait(store, [summary_key], timeout + 10.0):
+            self.summary = json.loads(store.get(summary_key))
+        self.timings["gather_s"] = time.perf_counter() - start
+
+    def _prefix(self, kind: str) -> str:
+        # a job restarted by torchrun's elastic agent keeps its store: keep rounds apart
+        run = os.environ.get("TORCHELASTIC_RUN_ID", "")
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        return f"policycompile/{run}/{restart}/{self.generation}/{kind}"
+
+
+def differences(digests: dict[int, dict[str, Any]]) -> str:
+    """What differs between the ranks' digests, each value with the ranks that have it;
+    empty when they all agree."""
+    told = []
+    for field in COMPARED:
+        groups: dict[str, list[int]] = {}
+        for rank, digest in sorted(digests.items()):
+            value = digest.get(field)
+            shown = json.dumps(value)
+            if field == "sha256":
+                shown = f"{str(value)[:12]} ({digest.get('path')})"
+            groups.setdefault(shown, []).append(rank)
+        if len(groups) > 1:
+            parts = [f"{shown} on rank(s) {_span(ranks)}" for shown, ranks in groups.items()]
+            told.append(f"{field}: {'; '.join(parts)}")
+    return "; ".join(told)
+
+
+def _c10d() -> Any:
+    """``torch.distributed.distributed_c10d`` when this torch has it, without importing it
+    anew (``import torch`` already does where it exists)."""
+    c10d = sys.modules.get("torch.distributed.distributed_c10d")
+    if c10d is None:
+        dist = sys.modules.get("torch.distributed")
+        if dist is None or not dist.is_available():
+            return None
+        import torch.distributed.distributed_c10d as c10d
+    return c10d
+
+
+def _wait(store: Any, keys: Sequence[str], timeout: float) -> list[int]:
+    """Wait until every key exists; the indexes of those still missing after ``timeout``."""
+    try:
+        store.wait(list(keys), timedelta(seconds=timeout))
+        return []
+    except Exception:  # timed out (DistStoreError), or the store's server is gone
+        missing = []
+        for i, key in enumerate(keys):
+            try:
+                if not store.check([key]):
+                    missing.append(i)
+            except Exception:
+                missing.append(i)
+        return missing
+
+
+def _get_all(store: Any, keys: Sequence[str]) -> list[bytes]:
+    try:
+        return list(store.multi_get(list(keys)))
+    except (AttributeError, NotImplementedError, RuntimeError):  # a store without it
+        return [store.get(k) for k in keys]

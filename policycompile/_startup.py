@@ -1,0 +1,184 @@
+"""Start-up of a child process of ``policycompile run``: imported by the package's ``.pth``
+file when ``POLICYCOMPILE_RUN`` is set (see :mod:`policycompile._children`).
+
+The policy is applied the moment ``torch`` finishes importing, before any code of the child
+can compile anything; a child that never imports torch pays nothing more than this module.
+A child that cannot apply the policy stops with a message, rather than run without it.
+
+- multiprocessing children (spawn, forkserver): the parent's main module is re-run as
+  ``__mp_main__``; it is patched once it has run, before the child unpickles its target.
+- a child started as ``python script.py``: everything it imports is patched; its own
+  top-level functions cannot be (the interpreter runs it, not ``policycompile run``), which
+  is said in a warning when the policy reaches them.
+- the child's report goes to the parent's spool at exit (``atexit``; forkserver children,
+  which leave through ``os._exit``, from multiprocessing's exit finalizers).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import sys
+import threading
+import types
+from typing import Any, NoReturn
+
+from ._children import ENV, Session
+
+_DONE = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+class _Anchor:
+    """What multiprocessing's after-fork registry keys our callback on (held weakly)."""
+
+
+_ANCHOR = _Anchor()
+
+
+def _is_policycompile(argv: list[str]) -> bool:
+    """A ``policycompile`` command applies (or only reads) the policy its own way."""
+    args = argv[1:]
+    if args and os.path.basename(args[0]) in ("policycompile", "policycompile.exe"):
+        return True
+    return any(a == "-m" and b == "policycompile" for a, b in itertools.pairwise(args))
+
+
+def _is_torch_worker(argv: list[str]) -> bool:
+    """torch's own helper processes (Inductor's compile workers) compile nothing of the
+    program's; applying a policy there would only slow them down."""
+    return any("compile_worker" in a and "torch" in a for a in argv[1:])
+
+
+def main() -> None:
+    text = os.environ.get(ENV)
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if not text or _is_policycompile(argv) or _is_torch_worker(argv):
+        return
+    if not _DONE.acquire(blocking=False):
+        return  # a .pth seen twice (a venv's lib64 link) imports this module once anyway
+    try:
+        session = Session.from_env(text)
+    except (ValueError, TypeError) as exc:
+        _fail(
+            f"{ENV} is not valid ({exc}); unset it, or start the program with policycompile run",
+            at_startup=True,
+        )
+    _state["session"] = session
+    # multiprocessing starts its children as `python [flags] -c "from multiprocessing..."`
+    command = " ".join(argv[1:])
+    if "from multiprocessing." in command:
+        _hook_multiprocessing(forkserver="from multiprocessing.forkserver import" in command)
+    if "torch" in sys.modules:
+        _apply(at_startup=True)
+        return
+    from ._hook import PolicyFinder
+
+    finder = PolicyFinder(lambda name: name == "torch", lambda module, fresh: _apply())
+    _state["watch"] = finder
+    finder.install()
+
+
+def _fail(message: str, *, at_startup: bool) -> NoReturn:
+    """Stop this process: it cannot run under the policy its parent runs under. During
+    interpreter start-up (a ``.pth`` file) only ``os._exit`` stops it without a fatal-error
+    dump; later, inside the import of torch, ``SystemExit`` lets the process clean up."""
+    sys.stderr.write(f"policycompile: process {os.getpid()}: {message}\n")
+    sys.stderr.flush()
+    if at_startup:
+        os._exit(1)
+    raise SystemExit(1)
+
+
+def _apply(*, at_startup: bool = False) -> None:
+    watch = _state.pop("watch", None)
+    if watch is not None:
+        watch.uninstall()
+    if "handle" in _state:
+        return
+    session: Session = _state["session"]
+    from ._api import apply_session
+    from ._errors import PolicyError
+
+    try:
+        handle = apply_session(session, hold=("__main__", "__mp_main__"))
+    except PolicyError as exc:
+        _fail(f"cannot apply the policy of policycompile run: {exc}", at_startup=at_startup)
+    _state["handle"] = handle
+    _warn_unpatched_main(handle)
+    atexit.register(_flush)
+
+
+def _warn_unpatched_main(handle: Any) -> None:
+    """A ``python script.py`` child: the policy reaches functions the script defines, which
+    only ``policycompile run`` could patch."""
+    from ._handle import _defined_after
+    from ._targets import policy_module_name
+
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    name = policy_module_name(main) if main is not None else None
+    if not isinstance(file, str) or name is None or not handle.policy.tree.covers_module(name):
+        return
+    reached = [d for d in _defined_after(file, 0) if handle.policy.tree.matches(f"{name}:{d}")]
+    if reached:
+        handle._warn(
+            f"{name}: {', '.join(reached)} not patched in child process {os.getpid()}: it was "
+            f"started as `python {file}`, which runs the script itself; start it with "
+            f"`policycompile run {handle.policy.path} {file}` to patch what it defines"
+        )
+
+
+def _patch_mp_main() -> None:
+    """multiprocessing re-ran the parent's main module as ``__mp_main__``: patch it now, as
+    ``policycompile run`` patched it in the parent, before the child's target is unpickled
+    from it."""
+    handle = _state.get("handle")
+    module = sys.modules.get("__mp_main__")
+    if handle is None or not isinstance(module, types.ModuleType) or "__mp_main__" in _state:
+        return
+    _state["__mp_main__"] = True
+    handle.release("__mp_main__")
+    if handle._covers(module):
+        done = handle.patch_module(module)
+        handle.rebind_aliases([module], done)
+
+
+def _hook_multiprocessing(*, forkserver: bool) -> None:
+    import multiprocessing.spawn as spawn
+    import multiprocessing.util as util
+
+    prepare, import_main_path = spawn.prepare, spawn.import_main_path
+
+    def prepare_then_patch(data: Any) -> None:
+        prepare(data)
+        _patch_mp_main()
+
+    def import_then_patch(main_path: str) -> None:
+        import_main_path(main_path)
+        _patch_mp_main()
+
+    spawn.prepare = prepare_then_patch
+    spawn.import_main_path = import_then_patch
+    if forkserver:
+        # Children of the fork server leave through os._exit: report from multiprocessing's
+        # exit finalizers, registered afresh in each child (the registry is cleared there).
+        util.register_after_fork(_ANCHOR, lambda _: util.Finalize(None, _flush, exitpriority=0))
+
+
+def _flush() -> None:
+    handle = _state.get("handle")
+    if handle is None or _state.get("flushed") == os.getpid():
+        return
+    _state["flushed"] = os.getpid()
+    session: Session = _state["session"]
+    from . import _children
+
+    try:
+        _children.write(session.spool, handle.report())
+    except OSError as exc:  # the parent is gone, or removed its spool: say so, do not crash
+        sys.stderr.write(f"policycompile: process {os.getpid()}: report not saved: {exc}\n")
+
+
+main()

@@ -66,12 +66,17 @@ def exported(
 
 
 def write(spool: str, report: Report) -> None:
-    """Leave this process's report in the spool: written aside, then renamed into place, so
-    the parent never reads half a file."""
+    """Leave this process's report in the spool, replacing the one it left before: written
+    aside, then renamed into place, so the parent never reads half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=".tmp", dir=spool)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(report.to_json(indent=None))
-    os.replace(tmp, os.path.join(spool, f"{os.getpid()}-{os.path.basename(tmp)[1:-4]}.json"))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(report.to_json(indent=None))
+        os.replace(tmp, os.path.join(spool, f"{os.getpid()}.json"))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read(spool: str) -> tuple[list[Report], list[str]]:

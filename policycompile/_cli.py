@@ -444,6 +444,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             print(f"policycompile run: {exc}", file=sys.stderr)
             handle.undo()
             return EXIT_USAGE
+        _settle_children()
         ranks = handle.ranks
         ranks.gather()  # a process group still alive at the end: merge over it now
         report: Report | None = local() if ranks.rank is None else ranks.merged
@@ -465,6 +466,20 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if status == 0 and args.audit and violations:
         return EXIT_VIOLATIONS
     return status
+
+
+def _settle_children() -> None:
+    """What the interpreter does at exit, done before the report so that children's reports
+    are in it: collect garbage (a DataLoader iterator caught in a reference cycle shuts its
+    workers down when collected), and wait for multiprocessing children that are not daemons."""
+    import gc
+
+    gc.collect()
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is not None:
+        for child in multiprocessing.active_children():
+            if not child.daemon:
+                child.join()
 
 
 def _schema(args: argparse.Namespace, out: TextIO) -> int:

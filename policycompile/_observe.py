@@ -228,6 +228,8 @@ class Observer:
         self.hand = HandWritten()
         self.taps = [LogTap(n, self.on_graph_break_log) for n in _dynamo.GRAPH_BREAK_LOGGERS]
         self.limit_handler = _LimitHandler(self)
+        #: called (without the lock, often inside Dynamo) after each graph or break recorded
+        self.listeners: list[Callable[[], object]] = []
 
     def install(self) -> None:
         for tap in self.taps:
@@ -264,11 +266,11 @@ class Observer:
         with self.lock:
             region.graphs += 1
             region.inner |= inner
-            if cid is None:
-                return
-            region.frames.add(cid[0])
-            region.compiles.add(cid)
-            self._frame_regions[cid[0]] = region
+            if cid is not None:
+                region.frames.add(cid[0])
+                region.compiles.add(cid)
+                self._frame_regions[cid[0]] = region
+        self._changed()
 
     def _entries_in(self, region: RegionStats, gm: Any) -> set[str]:
         """The other compile entries (``nn.Module`` forwards) whose modules this graph traced
@@ -470,6 +472,13 @@ class Observer:
             event.allowed = event.allowed and allowed
             if self.current_test and self.current_test not in event.tests:
                 event.tests.append(self.current_test)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Tell the listeners that something was recorded (a child process saves its report
+        then: it may be killed before it can at exit, as DataLoader workers are)."""
+        for listener in self.listeners:
+            listener()
 
     def _settings(
         self,

@@ -21,12 +21,14 @@ import itertools
 import os
 import sys
 import threading
+import time
 import types
 from typing import Any, NoReturn
 
 from ._children import ENV, Session
 
 _DONE = threading.Lock()
+_WRITING = threading.RLock()
 _state: dict[str, Any] = {}
 
 
@@ -107,6 +109,7 @@ def _apply(*, at_startup: bool = False) -> None:
         _fail(f"cannot apply the policy of policycompile run: {exc}", at_startup=at_startup)
     _state["handle"] = handle
     _warn_unpatched_main(handle)
+    handle.observer.listeners.append(_changed)
     atexit.register(_flush)
 
 
@@ -167,18 +170,42 @@ def _hook_multiprocessing(*, forkserver: bool) -> None:
         util.register_after_fork(_ANCHOR, lambda _: util.Finalize(None, _flush, exitpriority=0))
 
 
+def _changed() -> None:
+    """Something was recorded: save the report soon, from a thread of this process (a
+    DataLoader worker is often terminated rather than left to exit)."""
+    pending = _state.get("pending")
+    if pending is None or _state.get("writer") != os.getpid():  # first time in this process
+        pending = _state["pending"] = threading.Event()
+        _state["writer"] = os.getpid()
+        threading.Thread(
+            target=_writer, args=(pending,), name="policycompile-report", daemon=True
+        ).start()
+    pending.set()
+
+
+def _writer(pending: threading.Event) -> None:
+    while True:
+        pending.wait()
+        time.sleep(0.05)  # one write for a burst of graphs and breaks
+        pending.clear()
+        _flush()
+
+
 def _flush() -> None:
+    """Save this process's report to the parent's spool (again: it replaces the last)."""
     handle = _state.get("handle")
-    if handle is None or _state.get("flushed") == os.getpid():
+    if handle is None:
         return
-    _state["flushed"] = os.getpid()
     session: Session = _state["session"]
     from . import _children
 
-    try:
-        _children.write(session.spool, handle.report())
-    except OSError as exc:  # the parent is gone, or removed its spool: say so, do not crash
-        sys.stderr.write(f"policycompile: process {os.getpid()}: report not saved: {exc}\n")
+    with _WRITING:
+        try:
+            _children.write(session.spool, handle.report())
+        except OSError as exc:  # the parent is gone, or removed its spool: say so, do not crash
+            if not _state.get("told"):
+                _state["told"] = True
+                sys.stderr.write(f"policycompile: process {os.getpid()}: report not saved: {exc}\n")
 
 
 main()

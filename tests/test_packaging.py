@@ -43,8 +43,10 @@ def test_wheel_carries_the_repository_schema(tmp_path: Path) -> None:
         names = zf.namelist()
         assert "policycompile/py.typed" in names
         shipped = zf.read("policycompile/policy.schema.json")
+        startup = zf.read("policycompile.pth")  # at the root: site-packages runs it
         entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert shipped == SCHEMA.read_bytes()
+    assert startup == (ROOT / "startup" / "policycompile.pth").read_bytes()
     assert "policycompile = policycompile._cli:run" in entry_points
 
 

@@ -1,0 +1,225 @@
+"""Child processes of ``policycompile run`` apply its policy (SPEC section 9): multiprocessing
+with spawn and forkserver, DataLoader workers, Python subprocesses; their observations join
+the parent's report. Each case is checked against the same program run by plain ``python``,
+where the child's break does not raise: the difference is the policy, applied in the child."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.conftest import ROOT, python
+
+pytestmark = pytest.mark.slow
+
+REPORT_SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+
+NET = """
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = self.lin(x)
+        torch._dynamo.graph_break()
+        return x.relu()
+"""
+
+BREAK = ("netlib.Net.forward", 1 + NET.splitlines().index("        torch._dynamo.graph_break()"))
+
+POLICY = """
+version: 1
+compile: {backend: eager}
+targets:
+  netlib.Net:
+    compile: true
+    error_on_graph_break: true
+"""
+
+MULTIPROCESSING = """
+import multiprocessing as mp
+import sys
+import torch
+import netlib
+
+def work(q):
+    try:
+        netlib.Net()(torch.ones(2, 4))
+        q.put("ok")
+    except Exception as exc:
+        q.put(type(exc).__name__)
+
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    q = ctx.Queue()
+    p = ctx.Process(target=work, args=(q,))
+    p.start()
+    print("child:", q.get())
+    p.join()
+"""
+
+
+def _project(tmp_path: Path, program: str, name: str = "prog.py") -> None:
+    (tmp_path / "netlib.py").write_text(NET)
+    (tmp_path / "p.yaml").write_text(textwrap.dedent(POLICY).lstrip())
+    (tmp_path / name).write_text(textwrap.dedent(program).lstrip())
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+    out = tmp_path / "report.json"
+    done = python(
+        "-m", "policycompile", "run", "p.yaml", "--report-json", str(out), *args, cwd=tmp_path
+    )
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    return done, report
+
+
+def _violations(report: dict[str, object]) -> list[tuple[str, int]]:
+    return [(v["function"], v["line"]) for v in report["violations"]]  # type: ignore[attr-defined, index]
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_child_applies_the_policy(tmp_path: Path, method: str) -> None:
+    _project(tmp_path, MULTIPROCESSING)
+    plain = python("prog.py", method, cwd=tmp_path)
+    assert plain.stdout == "child: ok\n", plain.stderr[-2000:]
+
+    done, report = _run(tmp_path, "prog.py", method)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "child: Unsupported\n"
+    # the child's break, joined into the parent's report, with the child's region
+    assert report["processes"] == 2
+    assert _violations(report) == [BREAK]
+    (region,) = report["regions"]  # type: ignore[misc]
+    assert region["name"] == "netlib.Net.forward" and region["failed_compiles"] == 1
+    assert "ranks" not in report  # no process group: not a merged report
+
+
+DATALOADER = """
+import torch
+from torch.utils.data import DataLoader, Dataset
+import netlib
+
+class Items(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return netlib.Net()(torch.ones(1, 4))[0].detach()
+
+def main():
+    loader = DataLoader(Items(), batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    try:
+        batches = list(loader)
+        print("loaded", len(batches))
+    except Exception as exc:
+        print("worker failed:", "graph_break" in str(exc))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_dataloader_spawn_workers_apply_the_policy(tmp_path: Path) -> None:
+    _project(tmp_path, DATALOADER)
+    plain = python("prog.py", cwd=tmp_path)
+    assert plain.stdout == "loaded 2\n", plain.stderr[-2000:]
+
+    done, report = _run(tmp_path, "prog.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "worker failed: True\n"
+    assert report["processes"] == 3  # the run and its two workers
+    assert _violations(report) == [BREAK]
+
+
+SUBPROCESS = """
+import subprocess
+import sys
+
+done = subprocess.run([sys.executable, "child.py"], capture_output=True, text=True)
+print("child status", done.returncode)
+print("child stderr has the break:", "graph_break" in done.stderr)
+print("child stderr:", done.stderr.splitlines()[-1] if done.stderr else "")
+"""
+
+CHILD = """
+import torch
+import netlib
+
+def helper(x):
+    return netlib.Net()(x)
+
+helper(torch.ones(2, 4))
+print("child ran")
+"""
+
+
+def test_python_subprocess_applies_the_policy(tmp_path: Path) -> None:
+    _project(tmp_path, SUBPROCESS)
+    (tmp_path / "child.py").write_text(textwrap.dedent(CHILD).lstrip())
+    with (tmp_path / "p.yaml").open("a") as f:
+        f.write("  child.helper:\n    error_on_graph_break: false\n")
+    plain = python("prog.py", cwd=tmp_path)
+    assert "child status 0" in plain.stdout, plain.stdout + plain.stderr[-2000:]
+
+    done, report = _run(tmp_path, "prog.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "child status 1" in done.stdout and "the break: True" in done.stdout
+    assert report["processes"] == 2
+    assert _violations(report) == [BREAK]
+    # the child's own script is run by the interpreter, not by policycompile run: said
+    (warning,) = [w for w in report["warnings"] if "not patched in child process" in w]  # type: ignore[attr-defined]
+    assert "child: helper" in warning and "policycompile run" in warning
+
+
+def test_child_refuses_a_policy_that_changed(tmp_path: Path) -> None:
+    """A child that would load another policy than its parent applied stops, loudly."""
+    _project(tmp_path, "")
+    session = {
+        "policy": str(tmp_path / "p.yaml"),
+        "profile": None,
+        "audit": False,
+        "sha256": "0" * 64,
+        "spool": str(tmp_path),
+        "rank_check": True,
+    }
+    env = {"POLICYCOMPILE_RUN": json.dumps(session)}
+    done = python("-c", "import torch; print('ran')", cwd=tmp_path, env=env)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "the policy file changed since `policycompile run` started" in done.stderr
+    assert "Traceback" not in done.stderr
+    # a child that never imports torch pays nothing and is left alone
+    done = python("-c", "import sys; print('ran', 'torch' in sys.modules)", cwd=tmp_path, env=env)
+    assert (done.returncode, done.stdout) == (0, "ran False\n")
+    # a malformed variable: the child stops at start-up with one line
+    done = python("-c", "print('ran')", cwd=tmp_path, env={"POLICYCOMPILE_RUN": "{"})
+    assert done.returncode == 1 and "POLICYCOMPILE_RUN is not valid" in done.stderr
+    assert "Fatal Python error" not in done.stderr
+
+
+def test_startup_file_is_installed_and_inert_without_the_variable() -> None:
+    """The .pth that starts children is in site-packages, as the wheel installs it, and
+    does nothing unless ``policycompile run`` set its variable."""
+    import site
+
+    found = [Path(d) / "policycompile.pth" for d in site.getsitepackages()]
+    installed = [p for p in found if p.exists()]
+    assert installed, f"policycompile.pth not in {site.getsitepackages()}: reinstall (make)"
+    assert installed[0].read_bytes() == (ROOT / "startup" / "policycompile.pth").read_bytes()
+    env = {k: v for k, v in os.environ.items() if k != "POLICYCOMPILE_RUN"}
+    code = "import sys; print(sorted(m for m in sys.modules if m.startswith('policycompile')))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "[]\n"

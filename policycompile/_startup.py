@@ -108,6 +108,8 @@ def _apply(*, at_startup: bool = False) -> None:
     except PolicyError as exc:
         _fail(f"cannot apply the policy of policycompile run: {exc}", at_startup=at_startup)
     _state["handle"] = handle
+    if _state.get("prepared"):  # torch first imported by the child's target, not its main
+        _patch_mp_main()
     _warn_unpatched_main(handle)
     handle.observer.listeners.append(_changed)
     atexit.register(_flush)
@@ -136,16 +138,43 @@ def _warn_unpatched_main(handle: Any) -> None:
 def _patch_mp_main() -> None:
     """multiprocessing re-ran the parent's main module as ``__mp_main__``: patch it now, as
     ``policycompile run`` patched it in the parent, before the child's target is unpickled
-    from it."""
+    from it.
+
+    multiprocessing runs it with runpy and copies the result into a fresh module, so the
+    functions' globals are another dict than the module's: a function patched on the module
+    is put into that dict too, where the main module's own code looks it up. (A child never
+    undoes its policy: it ends with it.)
+    """
+    _state["prepared"] = True
     handle = _state.get("handle")
     module = sys.modules.get("__mp_main__")
     if handle is None or not isinstance(module, types.ModuleType) or "__mp_main__" in _state:
         return
     _state["__mp_main__"] = True
     handle.release("__mp_main__")
-    if handle._covers(module):
-        done = handle.patch_module(module)
-        handle.rebind_aliases([module], done)
+    if not handle._covers(module):
+        return
+    from ._errors import PolicyError
+
+    try:
+        # as `policycompile run` patches the parent's main module: what it defines, with a
+        # rule naming something it does not define left unused rather than an error
+        done = handle.patch_module(module, partial=True)
+    except PolicyError as exc:
+        _fail(f"cannot apply the policy to the main module: {exc}", at_startup=False)
+    handle.rebind_aliases([module], done)
+    own = vars(module)
+    namespaces = {
+        id(g): g
+        for value in list(own.values())
+        if isinstance(value, types.FunctionType)
+        and (g := value.__globals__) is not own
+        and g.get("__name__") == "__mp_main__"
+    }
+    for namespace in namespaces.values():
+        for record in done:
+            if record.owner is module and namespace.get(record.attr) is record.original:
+                namespace[record.attr] = record.new
 
 
 def _hook_multiprocessing(*, forkserver: bool) -> None:

@@ -49,29 +49,47 @@ targets:
 MULTIPROCESSING = """
 import multiprocessing as mp
 import sys
+import time
 import torch
 import netlib
 
-def work(q):
+def double(x):  # a compile entry by policy, defined in the main module
+    torch._dynamo.graph_break()
+    return x * 2
+
+def outcome(call):
     try:
-        netlib.Net()(torch.ones(2, 4))
-        q.put("ok")
+        call()
+        return "ok"
     except Exception as exc:
-        q.put(type(exc).__name__)
+        return type(exc).__name__
+
+def work(q):
+    q.put(outcome(lambda: netlib.Net()(torch.ones(2, 4))))
+    q.put(outcome(lambda: double(torch.ones(2))))
+
+def late():  # left running by a parent that does not join it: the interpreter waits for it
+    time.sleep(1)
+    outcome(lambda: double(torch.ones(2)))
 
 if __name__ == "__main__":
     ctx = mp.get_context(sys.argv[1])
+    if sys.argv[2:] == ["late"]:
+        ctx.Process(target=late).start()
+        sys.exit(0)
     q = ctx.Queue()
     p = ctx.Process(target=work, args=(q,))
     p.start()
-    print("child:", q.get())
+    print("child:", q.get(), q.get())
     p.join()
 """
 
 
 def _project(tmp_path: Path, program: str, name: str = "prog.py") -> None:
     (tmp_path / "netlib.py").write_text(NET)
-    (tmp_path / "p.yaml").write_text(textwrap.dedent(POLICY).lstrip())
+    policy = textwrap.dedent(POLICY).lstrip()
+    policy += "  prog.double:\n    compile: true\n    error_on_graph_break: true\n"
+    (tmp_path / "p.yaml").write_text(policy)
     (tmp_path / name).write_text(textwrap.dedent(program).lstrip())
 
 
@@ -93,17 +111,26 @@ def _violations(report: dict[str, object]) -> list[tuple[str, int]]:
 def test_multiprocessing_child_applies_the_policy(tmp_path: Path, method: str) -> None:
     _project(tmp_path, MULTIPROCESSING)
     plain = python("prog.py", method, cwd=tmp_path)
-    assert plain.stdout == "child: ok\n", plain.stderr[-2000:]
+    assert plain.stdout == "child: ok ok\n", plain.stderr[-2000:]
 
     done, report = _run(tmp_path, "prog.py", method)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout == "child: Unsupported\n"
-    # the child's break, joined into the parent's report, with the child's region
+    # an imported module's rule, and one on the parent's main module, re-run as __mp_main__
+    assert done.stdout == "child: Unsupported Unsupported\n"
+    # the child's breaks, joined into the parent's report, with the child's regions
     assert report["processes"] == 2
-    assert _violations(report) == [BREAK]
-    (region,) = report["regions"]  # type: ignore[misc]
-    assert region["name"] == "netlib.Net.forward" and region["failed_compiles"] == 1
+    assert sorted(_violations(report)) == [BREAK, ("prog.double", 8)]
+    regions = {r["name"]: r["failed_compiles"] for r in report["regions"]}  # type: ignore[attr-defined]
+    assert regions == {"netlib.Net.forward": 1, "prog.double": 1}
     assert "ranks" not in report  # no process group: not a merged report
+
+
+def test_report_waits_for_children_the_interpreter_waits_for(tmp_path: Path) -> None:
+    _project(tmp_path, MULTIPROCESSING)
+    done, report = _run(tmp_path, "prog.py", "spawn", "late")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert report["processes"] == 2
+    assert _violations(report) == [("prog.double", 8)]
 
 
 DATALOADER = """

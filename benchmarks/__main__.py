@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import apply_cost, compiled, overhead, regional, resolver
+from benchmarks import apply_cost, compiled, distributed, overhead, regional, resolver
 from benchmarks._harness import Timing
 
 HERE = Path(__file__).parent
@@ -21,6 +21,7 @@ BENCHES = {
     "apply": apply_cost,
     "compiled": compiled,
     "regional": regional,
+    "distributed": distributed,
 }
 
 

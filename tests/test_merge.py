@@ -71,7 +71,7 @@ def test_children_add_up_into_one_process_view() -> None:
 
 
 def test_ranks_merge_with_where_and_divergence() -> None:
-    same = _report((_region("m.E", 2), _region("m.F", 1)))
+    same = _report((_region("m.E", 2), _region("m.F", 1)), (_break("m.f"),))
     more = _report(
         (_region("m.E", 3, recompiles=1), _region("m.F", 1)), (_break("m.g", allowed=False),)
     )
@@ -84,6 +84,8 @@ def test_ranks_merge_with_where_and_divergence() -> None:
     assert (f.ranks, f.divergent) == ((0, 1, 2), True)
     (violation,) = merged.violations
     assert violation.ranks == (1,)
+    allowed = next(b for b in merged.graph_breaks if b.function == "m.f")
+    assert (allowed.ranks, allowed.count) == ((0, 2), 2)
     text = merged.text()
     assert "merged from 4 rank(s) (0-3), 4 process(es)" in text
     assert "DIVERGENT between ranks: rank 0: 2 graph(s), 0 recompile(s); rank 1: 3" in text

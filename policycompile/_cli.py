@@ -463,9 +463,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         if args.report_json:
             with open(args.report_json, "w", encoding="utf-8") as f:
                 f.write(report.to_json() + "\n")
-    if status == 0 and args.audit and violations:
-        return EXIT_VIOLATIONS
-    return status
+    failing = status == 0 and args.audit and bool(violations)
+    ranks.finish(failing=failing)
+    return EXIT_VIOLATIONS if failing else status
 
 
 def _settle_children() -> None:

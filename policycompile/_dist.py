@@ -71,6 +71,7 @@ class Ranks:
         self.merged: Report | None = None  # rank 0, after a gather
         self.summary: dict[str, Any] | None = None  # other ranks, after a gather
         self.timings: dict[str, float] = {}
+        self._finish: tuple[Any, str] | None = None
 
     # -- hooking the process group's life
     def install(self) -> list[HookRecord]:
@@ -200,6 +201,8 @@ class Ranks:
             return
         store = c10d._get_default_store()
         prefix = self._prefix("report")
+        # kept for finish(): this reference also keeps a store that rank 0 serves alive
+        self._finish = (store, f"{prefix}/done")
         store.set(f"{prefix}/{rank}", local.to_json(indent=None))
         timeout = _seconds(REPORT_TIMEOUT_ENV, REPORT_TIMEOUT_S)
         summary_key = f"{prefix}/summary"
@@ -227,6 +230,24 @@ class Ranks:
         elif not _wait(store, [summary_key], timeout + 10.0):
             self.summary = json.loads(store.get(summary_key))
         self.timings["gather_s"] = time.perf_counter() - start
+
+    def finish(self, *, failing: bool) -> None:
+        """The end of a run, after rank 0 printed and wrote the job's report.
+
+        A launcher stops every rank as soon as one exits with a failure status (torchrun
+        does), so a rank about to exit with one (4: a violation on some rank) first waits
+        until rank 0 says its report is written.
+        """
+        if self._finish is None:
+            return
+        store, done = self._finish
+        try:
+            if self.rank == 0:
+                store.set(done, "1")
+            elif failing:
+                _wait(store, [done], _seconds(REPORT_TIMEOUT_ENV, REPORT_TIMEOUT_S))
+        except Exception:  # the store is gone: nothing left to wait for
+            pass
 
     def _prefix(self, kind: str) -> str:
         # a job restarted by torchrun's elastic agent keeps its store: keep rounds apart

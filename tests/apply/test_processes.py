@@ -40,6 +40,10 @@ BREAK = ("netlib.Net.forward", 1 + NET.splitlines().index("        torch._dynamo
 POLICY = """
 version: 1
 compile: {backend: eager}
+profiles:
+  lenient:
+    targets:
+      netlib.Net: {error_on_graph_break: false}
 targets:
   netlib.Net:
     compile: true
@@ -123,6 +127,19 @@ def test_multiprocessing_child_applies_the_policy(tmp_path: Path, method: str) -
     regions = {r["name"]: r["failed_compiles"] for r in report["regions"]}  # type: ignore[attr-defined]
     assert regions == {"netlib.Net.forward": 1, "prog.double": 1}
     assert "ranks" not in report  # no process group: not a merged report
+
+
+def test_child_takes_the_profile_and_audit_setting(tmp_path: Path) -> None:
+    _project(tmp_path, MULTIPROCESSING)
+    done, report = _run(tmp_path, "--profile", "lenient", "prog.py", "spawn")
+    assert done.stdout == "child: ok Unsupported\n", done.stderr[-3000:]
+    assert report["policy"]["profile"] == "lenient"  # type: ignore[index]
+    assert _violations(report) == [("prog.double", 8)]
+    # audit: nothing raises in the child; its violations make the run exit 4
+    done, report = _run(tmp_path, "--audit", "prog.py", "spawn")
+    assert done.stdout == "child: ok ok\n", done.stderr[-3000:]
+    assert done.returncode == 4
+    assert sorted(_violations(report)) == [BREAK, ("prog.double", 8)]
 
 
 def test_report_waits_for_children_the_interpreter_waits_for(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ moves one fails there, by name, rather than somewhere deep in a wrapper.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -188,3 +189,34 @@ def failed_compiles() -> list[FailedCompile]:
         reason = str(getattr(m, "fail_reason", "") or "")
         out.append(FailedCompile(str(m.compile_id), code, str(file), int(line), reason))
     return out
+
+
+@functools.cache
+def stances() -> tuple[str, ...]:
+    """The names ``torch.compiler.set_stance`` accepts in the installed torch.
+
+    torch keeps no list: Dynamo's ``_callback_from_stance`` compares the stance with each
+    name in turn (and raises for any other), so the names are read from its source; a torch
+    installed without sources gets the names documented since 2.6.
+    """
+    import inspect
+    import re
+
+    from torch._dynamo import eval_frame
+
+    try:
+        source = inspect.getsource(eval_frame._callback_from_stance)
+    except (AttributeError, OSError, TypeError):
+        return _DOCUMENTED_STANCES
+    found = tuple(dict.fromkeys(re.findall(r'stance == "(\w+)"', source)))
+    return found or _DOCUMENTED_STANCES
+
+
+_DOCUMENTED_STANCES = (
+    "default",
+    "force_eager",
+    "eager_on_recompile",
+    "fail_on_recompile",
+    "eager_then_compile",
+    "aot_eager_then_compile",
+)

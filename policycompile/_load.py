@@ -27,7 +27,26 @@ from ._errors import (
 )
 from ._policy import Policy
 from ._schema import schema
-from ._tree import COMPILE, DISABLE, EOGB, OPTION_PREFIX, Pattern, Rule, Setting, freeze, thaw
+from ._tree import (
+    ALLOW,
+    COMPILE,
+    CONFIG_PREFIX,
+    CONSTANT,
+    DISABLE,
+    DONT_SKIP,
+    EOGB,
+    EXCLUSIVE,
+    MARKS,
+    NESTED,
+    NONSTRICT,
+    OPTION_PREFIX,
+    STANCE,
+    Pattern,
+    Rule,
+    Setting,
+    freeze,
+    thaw,
+)
 from ._yaml import Document, JsonPath, decode, parse
 
 #: Default bound on a policy file's size; ``load(max_bytes=...)`` changes it.
@@ -35,7 +54,29 @@ MAX_BYTES = 1 << 20
 #: Longest ``extends`` chain (files extending files) accepted.
 EXTENDS_DEPTH = 64
 PROFILE_ENV = "POLICYCOMPILE_PROFILE"
-_TARGET_KEYS = ("compile", "fullgraph", "error_on_graph_break", "disable", "reason")
+_TARGET_KEYS = (
+    "compile",
+    "fullgraph",
+    "error_on_graph_break",
+    "disable",
+    "nonstrict_trace",
+    "dont_skip_tracing",
+    "allow_in_graph",
+    "assume_constant_result",
+    "nested_compile_region",
+    "stance",
+    "dynamo_config",
+    "reason",
+)
+#: SPEC section 8's keys and the torch function each needs: (module, name)
+SECTION8_API = {
+    NONSTRICT: ("torch._dynamo", "nonstrict_trace"),
+    DONT_SKIP: ("torch._dynamo", "dont_skip_tracing"),
+    ALLOW: ("torch.compiler", "allow_in_graph"),
+    CONSTANT: ("torch.compiler", "assume_constant_result"),
+    NESTED: ("torch.compiler", "nested_compile_region"),
+    STANCE: ("torch.compiler", "set_stance"),
+}
 
 
 @dataclass
@@ -114,6 +155,8 @@ def _finish(
         layer.merge(merged.profiles[profile])
     torch_version = _check_options(merged.options, backends) if merged.options else None
     _check_mode_with_options(layer)
+    if _check_section8(layer):
+        torch_version = torch_compile_keywords()[0]
     rules = tuple(
         Rule(pattern, tuple(sorted(settings.values(), key=lambda s: s.key)))
         for pattern, settings in (layer.targets[t] for t in sorted(layer.targets))
@@ -304,9 +347,11 @@ def _target_settings(
     if "fullgraph" in spec:
         put(COMPILE, True)
         put(OPTION_PREFIX + "fullgraph", spec["fullgraph"])
-    for key in (EOGB, DISABLE):
+    for key in (EOGB, DISABLE, *MARKS, STANCE):
         if key in spec:
             put(key, spec[key])
+    for name, value in (spec.get("dynamo_config") or {}).items():
+        put(CONFIG_PREFIX + name, value)
     return out
 
 
@@ -435,7 +480,9 @@ def _translate(doc: Document, error: jsonschema.exceptions.ValidationError) -> P
     if kind == "anyOf" and path and len(path) >= 2 and path[-2] == "targets":
         return PolicySchemaError(
             f"target {path[-1]!r} sets nothing: give at least one of compile, fullgraph, "
-            "error_on_graph_break, disable ('reason' alone is not a setting)",
+            "error_on_graph_break, disable, nonstrict_trace, dont_skip_tracing, allow_in_graph, "
+            "assume_constant_result, nested_compile_region, stance, dynamo_config ('reason' "
+            "alone is not a setting)",
             doc.key_position(path),
             rule=str(path[-1]),
         )
@@ -581,6 +628,112 @@ def inductor_options() -> dict[str, Any]:
     import torch._inductor.config
 
     return dict(torch._inductor.config.get_config_copy())
+
+
+def _check_section8(layer: _Layer) -> bool:
+    """SPEC section 8's keys against the installed torch, and combinations within one rule
+    that cannot mean anything. True when any such key is set."""
+    found = False
+    for text, (_pattern, settings) in sorted(layer.targets.items()):
+        for key, setting in sorted(settings.items(), key=lambda kv: kv[1].position):
+            if key in SECTION8_API or key.startswith(CONFIG_PREFIX):
+                found = True
+                _check_section8_value(key, setting, text)
+            elif key == DISABLE and not isinstance(setting.value, bool):
+                found = True
+                if "recursive" not in _parameters("torch.compiler", "disable"):
+                    raise PolicyOptionError(
+                        "'disable: {recursive: ...}' needs torch.compiler.disable(recursive=...), "
+                        f"which torch {torch_compile_keywords()[0]} does not have",
+                        setting.position,
+                        rule=text,
+                    )
+        on = {k for k, s in settings.items() if s.value is not False}
+        for a, b, why in (
+            (COMPILE, DISABLE, "Dynamo would skip what it is asked to compile"),
+            *EXCLUSIVE,
+        ):
+            if a in on and b in on:
+                later = max(settings[a].position, settings[b].position)
+                raise PolicySchemaError(
+                    f"target {text!r} sets {a} and {b}: {why}", later, rule=text
+                )
+        compile_ = settings.get(COMPILE)
+        for key, setting in settings.items():
+            entry_only = key == STANCE or key.startswith(CONFIG_PREFIX)
+            if entry_only and compile_ is not None and compile_.value is False:
+                raise PolicySchemaError(
+                    f"target {text!r} sets {key.split('.')[0]} with 'compile: false': it "
+                    "only applies around a compile entry",
+                    setting.position,
+                    rule=text,
+                )
+    return found
+
+
+def _check_section8_value(key: str, setting: Setting, rule: str) -> None:
+    import importlib
+
+    import torch
+
+    version = str(torch.__version__)
+    if key in SECTION8_API:
+        module, name = SECTION8_API[key]
+        if getattr(importlib.import_module(module), name, None) is None:
+            raise PolicyOptionError(
+                f"'{key}' needs {module}.{name}, which torch {version} does not have",
+                setting.position,
+                rule=rule,
+            )
+    if key == STANCE:
+        from . import _dynamo
+
+        stances = _dynamo.stances()
+        if setting.value not in stances:
+            raise PolicyOptionError(
+                f"unknown stance {setting.value!r}{_did_you_mean(str(setting.value), stances)}; "
+                f"torch {version} has: {', '.join(stances)}",
+                setting.position,
+                rule=rule,
+            )
+    if key.startswith(CONFIG_PREFIX):
+        name = key[len(CONFIG_PREFIX) :]
+        config = dynamo_config_defaults()
+        if name not in config:
+            hint = _did_you_mean(name, config) or "; see torch._dynamo.config"
+            raise PolicyOptionError(
+                f"unknown torch._dynamo.config name {name!r} in torch {version}{hint}",
+                setting.position,
+                rule=rule,
+            )
+        value = thaw(setting.value)
+        if not _same_kind(value, config[name]):
+            raise PolicyOptionError(
+                f"torch._dynamo.config.{name} takes {_kind(config[name])}, not "
+                f"{_describe(value)} (torch {version})",
+                setting.position,
+                rule=rule,
+            )
+
+
+@functools.cache
+def dynamo_config_defaults() -> dict[str, Any]:
+    """``torch._dynamo.config`` names and their defaults."""
+    import torch._dynamo.config
+
+    return dict(torch._dynamo.config.get_config_copy())
+
+
+def _parameters(module: str, name: str) -> frozenset[str]:
+    import importlib
+    import inspect
+
+    try:
+        return frozenset(
+            inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        )
+    except (AttributeError, TypeError, ValueError):
+        return frozenset()
 
 
 def _check_mode_with_options(layer: _Layer) -> None:

@@ -33,7 +33,24 @@ from ._targets import (
     refuses_setattr,
     unwrap,
 )
-from ._tree import COMPILE, DISABLE, EOGB, Decision, Rule, split_name
+from ._tree import (
+    ALLOW,
+    COMPILE,
+    CONFIG_PREFIX,
+    CONSTANT,
+    DISABLE,
+    DONT_SKIP,
+    EOGB,
+    EXCLUSIVE,
+    MARKS,
+    NESTED,
+    NONSTRICT,
+    STANCE,
+    Decision,
+    Rule,
+    split_name,
+    thaw,
+)
 
 log = logging.getLogger("policycompile")
 
@@ -51,19 +68,39 @@ class Plan:
     rules: Mapping[str, str]  # key -> "pattern (file:line)" of the rule that decided it
     notes: tuple[str, ...] = ()
     exact: Rule | None = None  # the rule that names this target exactly, if one does
+    marks: tuple[str, ...] = ()  # SPEC section 8's tracing marks, innermost first
+    disable_recursive: bool = True  # torch.compiler.disable(fn, recursive=...)
+    dynamo_config: Mapping[str, Any] | None = None  # torch._dynamo.config.patch(**...)
+    stance: str | None = None  # torch.compiler.set_stance(...) around the compile entry
 
     @property
     def decorators(self) -> list[str]:
-        """The hand-written equivalent, outermost first."""
+        """The hand-written equivalent, outermost first (SPEC section 5)."""
         out = []
         if self.error_on_graph_break is not None:
             out.append(f"@torch._dynamo.error_on_graph_break({self.error_on_graph_break})")
+        if self.stance is not None:
+            out.append(f"@torch.compiler.set_stance({self.stance!r})")
+        if self.dynamo_config:
+            opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.dynamo_config.items()))
+            out.append(f"@torch._dynamo.config.patch({opts})")
         if self.compile is not None:
             opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.compile.items()))
             out.append(f"@torch.compile({opts})" if opts else "@torch.compile")
         elif self.disable:
-            out.append("@torch.compiler.disable")
+            recursive = "" if self.disable_recursive else "(recursive=False)"
+            out.append(f"@torch.compiler.disable{recursive}")
+        out.extend(f"@{_MARK_CALLS[m]}" for m in reversed(self.marks))
         return out
+
+
+_MARK_CALLS = {
+    NONSTRICT: "torch._dynamo.nonstrict_trace",
+    DONT_SKIP: "torch._dynamo.dont_skip_tracing",
+    ALLOW: "torch.compiler.allow_in_graph",
+    CONSTANT: "torch.compiler.assume_constant_result",
+    NESTED: "torch.compiler.nested_compile_region",
+}
 
 
 @dataclass(frozen=True)
@@ -89,11 +126,11 @@ def decide(policy: Policy, target: Target) -> Plan | None:
     the ``forward`` of ``nn.Module`` subclasses; other methods only from a rule that matches
     them; dunder methods other than ``__call__`` only from a rule that matches them.
     """
-    direct: set[str] = set()
+    direct: set[str] = {ALLOW, CONSTANT}  # only what a rule matches directly (SPEC 8)
     if target.kind is not Kind.FUNCTION and not target.is_forward:
-        direct.add(COMPILE)
+        direct |= {COMPILE, NESTED}  # reach like compile
     if _is_dunder(target.attr):
-        direct |= {COMPILE, EOGB, DISABLE}
+        direct |= {COMPILE, EOGB, DISABLE, *MARKS}
     res = policy.resolve(target.name, frozenset(direct))
     decisions = dict(res.decisions)
     if _is_dunder(target.attr):
@@ -112,7 +149,7 @@ def decide(policy: Policy, target: Target) -> Plan | None:
     notes: list[str] = []
     comp, dis, eogb = decisions.get(COMPILE), decisions.get(DISABLE), decisions.get(EOGB)
     want_compile = comp is not None and comp.value is True
-    want_disable = dis is not None and dis.value is True
+    want_disable = dis is not None and dis.value is not False
     if want_compile and want_disable:
         assert comp is not None and dis is not None
         a, b = comp.winner.specificity, dis.winner.specificity
@@ -135,7 +172,21 @@ def decide(policy: Policy, target: Target) -> Plan | None:
     if want_compile and _dynamo.is_compiled_function(target.func):
         want_compile = False
         notes.append("already compiled in the source: no second torch.compile")
-    if not want_compile and not want_disable and eogb is None:
+    marks = tuple(m for m in MARKS if (d := decisions.get(m)) is not None and d.value is True)
+    _check_combinations(target, decisions, marks, want_compile, want_disable)
+    entry_only = {k: d for k, d in decisions.items() if k == STANCE or k.startswith(CONFIG_PREFIX)}
+    if not want_compile:
+        for key, d in entry_only.items():
+            if d.direct and d.winner.rule is not None and d.winner.rule.pattern.is_exact:
+                raise PolicyTargetError(
+                    f"{key} on {target.display!r} ({_rule_text(d)}) means nothing: it is not a "
+                    "compile entry (set_stance and config.patch are placed around a "
+                    "torch.compile'd function; give it 'compile: true' too)",
+                    d.position,
+                    rule=d.winner.source,
+                )
+        entry_only = {}
+    if not (want_compile or want_disable or eogb is not None or marks):
         return None
     rules = {}
     if want_compile and comp is not None:
@@ -147,11 +198,24 @@ def decide(policy: Policy, target: Target) -> Plan | None:
         rules[DISABLE] = _rule_text(dis)
     if eogb is not None:
         rules[EOGB] = _rule_text(eogb)
+    for key in marks:
+        rules[key] = _rule_text(decisions[key])
+    for key, d in entry_only.items():
+        rules[key] = _rule_text(d)
     if target.defined_in is not None:
         notes.append(
             f"inherited from {target.defined_in.__module__}."
             f"{target.defined_in.__qualname__}; the wrapper is set on the subclass only"
         )
+    recursive = True
+    if want_disable and dis is not None and not isinstance(dis.value, bool):
+        recursive = bool(thaw(dis.value).get("recursive", True))
+    stance = entry_only.get(STANCE)
+    config = {
+        k[len(CONFIG_PREFIX) :]: thaw(d.value)
+        for k, d in sorted(entry_only.items())
+        if k.startswith(CONFIG_PREFIX)
+    }
     return Plan(
         target,
         res.compile_options if want_compile else None,
@@ -159,7 +223,32 @@ def decide(policy: Policy, target: Target) -> Plan | None:
         None if eogb is None else bool(eogb.value),
         rules,
         tuple(notes),
+        marks=marks,
+        disable_recursive=recursive,
+        dynamo_config=config or None,
+        stance=None if stance is None else str(stance.value),
     )
+
+
+def _check_combinations(
+    target: Target,
+    decisions: Mapping[str, Decision],
+    marks: tuple[str, ...],
+    want_compile: bool,
+    want_disable: bool,
+) -> None:
+    on = (
+        set(marks) | ({COMPILE} if want_compile else set()) | ({DISABLE} if want_disable else set())
+    )
+    for a, b, why in EXCLUSIVE:
+        if a in on and b in on:
+            second = max(decisions[a], decisions[b], key=lambda d: d.position)
+            raise PolicyConflictError(
+                f"{target.display!r} gets {a} from {_rule_text(decisions[a])} and {b} from "
+                f"{_rule_text(decisions[b])}: {why}",
+                second.position,
+                rule=second.winner.source,
+            )
 
 
 # -- wrappers ------------------------------------------------------------------------------
@@ -343,6 +432,8 @@ def build(
     target = plan.target
     func: types.FunctionType = target.func
     inner: Callable[..., Any] = func
+    for mark in plan.marks:
+        inner = _mark(mark, inner, func)
     if plan.compile is not None:
         options = dict(plan.compile)
         if audit and options.get("fullgraph"):
@@ -357,7 +448,7 @@ def build(
             )
             region = observer.region(target.display, plan)
             options["backend"] = ObservedBackend(observer, region, real)
-        inner = torch.compile(func, **options)
+        inner = torch.compile(inner, **options)
         if target.kind is not Kind.FUNCTION:
             filename = label("torch.compile", target.display)
             inner = _keep_identity(_trampoline(inner, filename), func)
@@ -368,7 +459,13 @@ def build(
             if observer is not None:
                 observer.entries[filename] = plan
     elif plan.disable:
-        inner = torch.compiler.disable(func)  # type: ignore[no-untyped-call]
+        inner = torch.compiler.disable(  # type: ignore[no-untyped-call]
+            inner, recursive=plan.disable_recursive
+        )
+    if plan.dynamo_config:
+        inner = _keep_identity(torch._dynamo.config.patch(**plan.dynamo_config)(inner), func)
+    if plan.stance is not None:
+        inner = _keep_identity(torch.compiler.set_stance(plan.stance)(inner), func)
     if plan.error_on_graph_break is not None:
         value = plan.error_on_graph_break and not audit
         filename = label(f"error_on_graph_break({plan.error_on_graph_break})", target.display)
@@ -383,6 +480,40 @@ def build(
     if target.kind is Kind.CLASSMETHOD:
         return classmethod(inner)
     return inner
+
+
+def _mark(mark: str, fn: Callable[..., Any], func: types.FunctionType) -> Callable[..., Any]:
+    """``fn`` with one of SPEC section 8's tracing marks, as the hand decorator gives it.
+
+    ``allow_in_graph`` and ``assume_constant_result`` mark the function they are given and
+    return it; given the program's own function, they mark a copy instead (same code,
+    globals, defaults and attributes), which is what the policy stores, so that undo leaves
+    the original unmarked.
+    """
+    import torch
+
+    if mark in (ALLOW, CONSTANT) and fn is func:
+        fn = _copy_function(func)
+    if mark == NONSTRICT:
+        return torch._dynamo.nonstrict_trace(fn)
+    if mark == DONT_SKIP:
+        return _keep_identity(torch._dynamo.dont_skip_tracing(fn), func)
+    if mark == ALLOW:
+        return torch.compiler.allow_in_graph(fn)  # type: ignore[no-untyped-call,no-any-return]
+    if mark == CONSTANT:
+        return torch.compiler.assume_constant_result(fn)  # type: ignore[no-untyped-call,no-any-return]
+    return torch.compiler.nested_compile_region(fn)  # type: ignore[no-any-return]
+
+
+def _copy_function(func: types.FunctionType) -> types.FunctionType:
+    copy = types.FunctionType(
+        func.__code__, func.__globals__, func.__name__, func.__defaults__, func.__closure__
+    )
+    copy.__kwdefaults__ = dict(func.__kwdefaults__) if func.__kwdefaults__ else None
+    functools.update_wrapper(copy, func, updated=())
+    vars(copy).pop("__wrapped__")  # the same function, not a wrapper of it
+    vars(copy).update(vars(func))
+    return copy
 
 
 def _keep_identity(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,6 +17,28 @@ COMPILE = "compile"
 EOGB = "error_on_graph_break"
 DISABLE = "disable"
 OPTION_PREFIX = "compile."
+# SPEC section 8: the other per-function controls, each the decorator of the same name
+NONSTRICT = "nonstrict_trace"
+DONT_SKIP = "dont_skip_tracing"
+ALLOW = "allow_in_graph"
+CONSTANT = "assume_constant_result"
+NESTED = "nested_compile_region"
+STANCE = "stance"
+CONFIG_PREFIX = "dynamo_config."
+#: the tracing marks, innermost first (SPEC section 5)
+MARKS = (NONSTRICT, DONT_SKIP, ALLOW, CONSTANT, NESTED)
+
+#: pairs of settings that cannot both hold for one function: torch rejects them, or one
+#: undoes what the other asks (SPEC section 8)
+EXCLUSIVE = (
+    (COMPILE, ALLOW, "a compile entry cannot also be put into the graph as one opaque call"),
+    (DISABLE, ALLOW, "Dynamo cannot skip a function and put it into the graph"),
+    (NONSTRICT, ALLOW, "nonstrict_trace and allow_in_graph are two ways of the same thing"),
+    (CONSTANT, ALLOW, "a function folded to a constant is never called from the graph"),
+    (DISABLE, NONSTRICT, "Dynamo cannot skip a function and trace it non-strictly"),
+    (DISABLE, NESTED, "Dynamo cannot skip a function and trace it as a nested region"),
+    (NESTED, ALLOW, "a nested compile region is traced, an allow_in_graph function is not"),
+)
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -244,6 +266,15 @@ class Resolution:
             k[len(OPTION_PREFIX) :]: thaw(d.value)
             for k, d in sorted(self.decisions.items())
             if k.startswith(OPTION_PREFIX)
+        }
+
+    @property
+    def dynamo_config(self) -> dict[str, Any]:
+        """The ``torch._dynamo.config.patch`` keywords in effect."""
+        return {
+            k[len(CONFIG_PREFIX) :]: thaw(d.value)
+            for k, d in sorted(self.decisions.items())
+            if k.startswith(CONFIG_PREFIX)
         }
 
     def values(self) -> dict[str, Any]:

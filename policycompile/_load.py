@@ -329,8 +329,9 @@ def _target_settings(
     reason = spec.get("reason")
     out: dict[str, Setting] = {}
 
-    def put(key: str, value: Any) -> None:
-        out[key] = Setting(key, freeze(value), where, reason)
+    def put(key: str, value: Any, at_key: JsonPath | None = None) -> None:
+        position = where if at_key is None else doc.key_position((*at, *at_key))
+        out[key] = Setting(key, freeze(value), position, reason)
 
     comp = spec.get("compile")
     if "fullgraph" in spec and (comp is False or (isinstance(comp, dict) and "fullgraph" in comp)):
@@ -347,11 +348,14 @@ def _target_settings(
     if "fullgraph" in spec:
         put(COMPILE, True)
         put(OPTION_PREFIX + "fullgraph", spec["fullgraph"])
-    for key in (EOGB, DISABLE, *MARKS, STANCE):
+    for key in (EOGB, DISABLE):
         if key in spec:
             put(key, spec[key])
+    for key in (*MARKS, STANCE):  # located at their own key, where errors about them point
+        if key in spec:
+            put(key, spec[key], (key,))
     for name, value in (spec.get("dynamo_config") or {}).items():
-        put(CONFIG_PREFIX + name, value)
+        put(CONFIG_PREFIX + name, value, ("dynamo_config", name))
     return out
 
 
@@ -502,6 +506,18 @@ def _translate(doc: Document, error: jsonschema.exceptions.ValidationError) -> P
             return inner_real[0]
         if _is_compile_mapping(path) and isinstance(error.instance, dict):
             return None
+        if path and path[-1] == "disable":
+            return PolicySchemaError(
+                f"'disable' {where} must be true, false or {{recursive: true or false}}, not "
+                f"{_describe(error.instance)}"
+                + (
+                    f" (recursive: {_describe(error.instance.get('recursive'))})"
+                    if isinstance(error.instance, dict) and "recursive" in error.instance
+                    else ""
+                ),
+                doc.value_position(path),
+                rule=rule,
+            )
         if path and path[-1] == "compile":
             return PolicySchemaError(
                 f"'compile' {where} must be true, false or a mapping of torch.compile options, "

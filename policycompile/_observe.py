@@ -39,6 +39,13 @@ class Frame:
     name: str
 
 
+#: torch.compiler.set_stance("fail_on_recompile")'s error (torch/_dynamo/eval_frame.py)
+_STANCE_ERROR = re.compile(
+    r"Detected recompile when torch\.compile stance is 'fail_on_recompile'\. "
+    r"filename: '(?P<file>[^']*)', function name: '(?P<name>[^']*)', line number: (?P<line>\d+)"
+)
+
+
 @dataclass
 class RegionStats:
     """What happened under one compile entry."""
@@ -51,6 +58,7 @@ class RegionStats:
     failed: set[str] = field(default_factory=set)  # compiles that raised ("frame/attempt")
     limit_hit: bool = False  # a frame hit recompile_limit: Dynamo runs it eagerly from then on
     inner: set[str] = field(default_factory=set)  # other compile entries traced inside it
+    stance_errors: int = 0  # calls that the stance `fail_on_recompile` stopped
 
     @property
     def rule(self) -> str | None:
@@ -353,7 +361,13 @@ class Observer:
         the pytest plugin call it with the exception that reached them. Other exceptions are
         ignored.
         """
-        if not _dynamo.is_graph_break_error(exc) or getattr(exc, _RECORDED, False):
+        if getattr(exc, _RECORDED, False):
+            return
+        stance = _STANCE_ERROR.match(str(exc)) if isinstance(exc, RuntimeError) else None
+        if stance is not None:
+            self._record_stance_error(exc, stance)
+            return
+        if not _dynamo.is_graph_break_error(exc):
             return
         try:
             setattr(exc, _RECORDED, True)
@@ -380,6 +394,20 @@ class Observer:
         self.record_break(
             stack, short_reason(exc), frame_id=None, raised=True, region=region, eager=eager
         )
+
+    def _record_stance_error(self, exc: BaseException, found: re.Match[str]) -> None:
+        """``set_stance("fail_on_recompile")`` stopped a compile: not a graph break, but the
+        region's entry refused to compile (again); counted on the region, once."""
+        try:
+            setattr(exc, _RECORDED, True)
+        except AttributeError:
+            return
+        code = (found["file"], found["name"], int(found["line"]))
+        region = self._region_of_code(code)
+        if region is not None:
+            with self.lock:
+                region.stance_errors += 1
+            self._changed()
 
     def _raised_region(
         self, cid: str | None, eager: list[Frame], stack: list[Frame]

@@ -30,6 +30,7 @@ class RegionReport:
     ranks: tuple[int, ...] | None = None
     by_rank: tuple[tuple[int, int, int, int], ...] = ()
     divergent: bool = False
+    stance_errors: int = 0  # calls that set_stance("fail_on_recompile") stopped from compiling
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,10 @@ class Report:
                     lines.append(f"{pad}recompiled: {first.strip()}")
                     if verbose:
                         lines.extend(f"{pad}    {line}" for line in rest)
+                if r.stance_errors:
+                    lines.append(
+                        f"{pad}stopped by stance fail_on_recompile: {r.stance_errors} time(s)"
+                    )
                 if r.recompile_limit_hit:
                     lines.append(
                         f"{pad}HIT recompile_limit: Dynamo runs the frame eagerly from then on"
@@ -312,6 +317,7 @@ def join_processes(report: Report, others: Sequence[Report]) -> Report:
                     failed_compiles=seen.failed_compiles + r.failed_compiles,
                     recompile_limit_hit=seen.recompile_limit_hit or r.recompile_limit_hit,
                     nested_entries=tuple(sorted({*seen.nested_entries, *r.nested_entries})),
+                    stance_errors=seen.stance_errors + r.stance_errors,
                 )
             )
     breaks: dict[tuple[Any, ...], BreakReport] = {}
@@ -358,6 +364,7 @@ def merge_ranks(by_rank: Mapping[int, Report]) -> Report:
                 recompile_reasons=_unique(x for _, r in present for x in r.recompile_reasons),
                 failed_compiles=max(r.failed_compiles for _, r in present),
                 recompile_limit_hit=any(r.recompile_limit_hit for _, r in present),
+                stance_errors=sum(r.stance_errors for _, r in present),
                 nested_entries=tuple(sorted({x for _, r in present for x in r.nested_entries})),
                 ranks=tuple(rank for rank, _ in present),
                 by_rank=tuple((rank, r.frames, r.graphs, r.recompiles) for rank, r in present),
@@ -397,7 +404,9 @@ def build_report(handle: PolicyHandle) -> Report:
     observer.record_failed_compiles()
     with observer.lock:
         stats = [
-            s for s in observer.regions.values() if s.graphs or s.frames or s.failed or s.limit_hit
+            s
+            for s in observer.regions.values()
+            if s.graphs or s.frames or s.failed or s.limit_hit or s.stance_errors
         ]
         breaks = tuple(
             BreakReport(
@@ -428,6 +437,7 @@ def build_report(handle: PolicyHandle) -> Report:
                 len(s.failed),
                 s.limit_hit,
                 tuple(sorted(s.inner)),
+                stance_errors=s.stance_errors,
             )
         )
     counts: dict[str, int] = defaultdict(int)

@@ -1,0 +1,105 @@
+"""SPEC section 8's keys beyond conformance: what the installed torch lacks, combinations
+across rules, stance and dynamo_config off a compile entry, and what explain, plan and the
+report say about them."""
+
+from __future__ import annotations
+
+import importlib
+import io
+
+import pytest
+import torch
+
+import policycompile as pc
+from policycompile._cli import main
+
+from .conftest import BACKEND, Modules, apply
+
+
+def test_a_key_the_installed_torch_lacks_names_its_version(
+    modules: Modules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older torch without nonstrict_trace, emulated by taking it away."""
+    monkeypatch.delattr(torch._dynamo, "nonstrict_trace")
+    policy = modules.policy("version: 1\ntargets:\n  pkg.fn:\n    nonstrict_trace: true\n")
+    with pytest.raises(pc.PolicyOptionError) as info:
+        pc.load(policy)
+    assert info.value.line == 4 and info.value.column == 5
+    assert f"torch._dynamo.nonstrict_trace, which torch {torch.__version__}" in str(info.value)
+
+
+def test_combinations_across_rules_name_both(modules: Modules) -> None:
+    name = modules.write(modules.name("m"), "def helper(x):\n    return x\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.*:\n    nonstrict_trace: true\n"
+        f"  {name}.helper:\n    allow_in_graph: true\n"
+    )
+    importlib.import_module(name)
+    with pytest.raises(pc.PolicyConflictError) as info:
+        apply(policy)
+    message = str(info.value)
+    assert f"{name}.* ({policy}:4)" in message and f"{name}.helper ({policy}:6)" in message
+    assert "two ways of the same thing" in message
+
+
+def test_stance_reaches_compile_entries_only(modules: Modules) -> None:
+    source = "def entry(x):\n    return x * 2\n\ndef helper(x):\n    return x\n"
+    name = modules.write(modules.name("m"), source)
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
+        f"  {name}.entry: {{compile: true}}\n"
+        f"  {name}.*:\n    stance: eager_on_recompile\n"
+        f"    dynamo_config: {{recompile_limit: 2}}\n"
+    )
+    module = importlib.import_module(name)
+    with apply(policy) as handle:
+        plans = {r.plan.target.attr: r.plan for r in handle.records}
+    assert set(plans) == {"entry"}  # helper is not an entry: the pattern does not reach it
+    assert plans["entry"].decorators == [
+        "@torch.compiler.set_stance('eager_on_recompile')",
+        "@torch._dynamo.config.patch(recompile_limit=2)",
+        f"@torch.compile(backend='{BACKEND}')",
+    ]
+    # a rule naming a function that is not an entry: an error, not a silent no-op
+    exact = modules.policy(
+        f"version: 1\ntargets:\n  {name}.helper:\n    stance: force_eager\n", "exact.yaml"
+    )
+    with pytest.raises(pc.PolicyTargetError) as info:
+        apply(exact)
+    assert "is not a compile entry" in str(info.value) and info.value.line == 4
+    assert module.helper(1) == 1
+
+
+def test_fail_on_recompile_is_reported_as_a_stance_error(modules: Modules) -> None:
+    name = modules.write(modules.name("m"), "def entry(x):\n    return x * 2\n")
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
+        f"  {name}.entry: {{compile: true, stance: fail_on_recompile}}\n"
+    )
+    with apply(policy) as handle:
+        module = importlib.import_module(name)
+        with pytest.raises(RuntimeError, match="fail_on_recompile") as info:
+            module.entry(torch.ones(2))
+        handle.record_exception(info.value)
+        report = handle.report()
+    (region,) = report.regions
+    assert (region.name, region.stance_errors, region.graphs) == (f"{name}.entry", 1, 0)
+    assert report.graph_breaks == ()
+    assert "stopped by stance fail_on_recompile: 1 time(s)" in report.text()
+
+
+def test_explain_tree_and_plan_show_the_new_keys(modules: Modules) -> None:
+    name = modules.write(modules.name("m"), "def outer(x):\n    return x\n")
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.outer:\n    disable: {{recursive: false}}\n"
+        f"    nested_compile_region: false\n    reason: callees compile\n"
+    )
+    out = io.StringIO()
+    assert main(["explain", str(policy), f"{name}.outer"], out=out) == 0
+    assert 'disable = {"recursive": false}' in out.getvalue()
+    out = io.StringIO()
+    assert main(["tree", str(policy)], out=out) == 0
+    assert 'disable={"recursive": false}' in out.getvalue()
+    out = io.StringIO()
+    assert main(["plan", str(policy), "--import", name], out=out) == 0
+    assert "@torch.compiler.disable(recursive=False)" in out.getvalue()

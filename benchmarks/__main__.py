@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import apply_cost, compiled, distributed, overhead, regional, resolver
+from benchmarks import (
+    apply_cost,
+    compiled,
+    distributed,
+    nested,
+    overhead,
+    regional,
+    resolver,
+)
 from benchmarks._harness import Timing
 
 HERE = Path(__file__).parent
@@ -22,6 +30,7 @@ BENCHES = {
     "compiled": compiled,
     "regional": regional,
     "distributed": distributed,
+    "nested": nested,
 }
 
 

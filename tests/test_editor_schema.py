@@ -198,3 +198,39 @@ def test_bundled_policies_have_no_diagnostics(server: LanguageServer, policy: Pa
     text = policy.read_text()
     assert text.startswith("# yaml-language-server: $schema=../schemas/policy.schema.json")
     assert server.diagnostics(policy, text, want_errors=False) == []
+
+
+SECTION8 = {
+    "nonstrict_trace",
+    "dont_skip_tracing",
+    "allow_in_graph",
+    "assume_constant_result",
+    "nested_compile_region",
+    "stance",
+    "dynamo_config",
+}
+
+
+def test_completion_offers_every_target_key(server: LanguageServer, tmp_path: Path) -> None:
+    """The editor completes SPEC section 8's keys inside a target, with their descriptions."""
+    path = tmp_path / "complete.yaml"
+    text = (
+        f"# yaml-language-server: $schema={SCHEMA.as_uri()}\n"
+        "version: 1\n"
+        "targets:\n"
+        "  myproj.step:\n"
+        "    disable: {recursive: false}\n"
+        "    \n"
+    )
+    server.diagnostics(path, text, want_errors=False)
+    reply = server.request(
+        "textDocument/completion",
+        {"textDocument": {"uri": path.resolve().as_uri()}, "position": {"line": 5, "character": 4}},
+    )
+    result = reply["result"]
+    items = result["items"] if isinstance(result, dict) else result
+    labels = {item["label"]: item for item in items}
+    assert set(labels) >= SECTION8, sorted(labels)
+    described = labels["nested_compile_region"].get("documentation")
+    text_of = described.get("value", "") if isinstance(described, dict) else str(described or "")
+    assert "torch.compiler.nested_compile_region" in text_of

@@ -103,3 +103,24 @@ def test_explain_tree_and_plan_show_the_new_keys(modules: Modules) -> None:
     out = io.StringIO()
     assert main(["plan", str(policy), "--import", name], out=out) == 0
     assert "@torch.compiler.disable(recursive=False)" in out.getvalue()
+
+
+def test_a_break_inside_nonstrict_trace_is_not_a_break(modules: Modules) -> None:
+    source = (
+        "import torch\n"
+        "def helper(x):\n    torch._dynamo.graph_break()\n    return x * 2\n"
+        "def entry(x):\n    return helper(x + 1) - 1\n"
+    )
+    name = modules.write(modules.name("m"), source)
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
+        f"  {name}.entry: {{fullgraph: true}}\n  {name}.helper: {{nonstrict_trace: true}}\n"
+    )
+    for audit in (False, True):
+        with apply(policy, audit=audit) as handle:
+            module = importlib.import_module(name)
+            assert torch.equal(module.entry(torch.ones(2)), torch.full((2,), 3.0))
+            report = handle.report()
+        torch._dynamo.reset()
+        assert report.graph_breaks == () and report.violations == ()
+        assert [(r.name, r.graphs) for r in report.regions] == [(f"{name}.entry", 1)]

@@ -1,0 +1,93 @@
+"""Whole-model compile with the decoder layer as a nested compile region (SPEC section 8),
+side by side with plain whole-model ``torch.compile`` and regional compile by policy, on
+transformers Llama at 8 and 24 layers (inductor, CPU). Each variant runs in fresh processes:
+cold (empty Inductor cache), then once more warm, interleaved across variants; the steady
+state is the latency of the calls after the first, over both runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import Timing
+from benchmarks.nested_worker import VARIANTS
+
+ROOT = Path(__file__).parent.parent
+LAYERS = (8, 24)
+
+
+def _worker(variant: str, layers: int, cache: str) -> dict[str, Any]:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("POLICYCOMPILE_PROFILE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.nested_worker", variant, str(layers)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{variant} {layers}:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _timing(values: list[float]) -> Timing:
+    return Timing(statistics.median(values), min(values), max(values))
+
+
+def run() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="inductor-nested-") as caches:
+        for layers in LAYERS:
+            cache = {v: os.path.join(caches, f"{v}-{layers}") for v in VARIANTS}
+            cold = {v: _worker(v, layers, cache[v]) for v in VARIANTS}
+            warm = {v: _worker(v, layers, cache[v]) for v in VARIANTS}
+            row: dict[str, Any] = {}
+            for v in VARIANTS:
+                row[v] = {
+                    "cold_first_call_s": _timing([cold[v]["first_call_s"]]),
+                    "steady_ms": _timing(cold[v]["steady_ms"] + warm[v]["steady_ms"]),
+                    "graphs": cold[v]["graphs"],
+                    "recompiles": cold[v]["recompiles"],
+                    "checksum": cold[v]["checksum"],
+                }
+            results[f"layers_{layers}"] = row
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        "Nested compile region: transformers Llama (hidden 256, 1 x 128 tokens, inductor, CPU)",
+        "  whole: torch.compile(model); nested: the same by policy (profile nested: the model",
+        "  a compile entry, each decoder layer a nested_compile_region); regional: each layer a",
+        "  compile entry by policy",
+        f"  {'layers':>6} {'variant':<9} {'cold 1st call':>13} {'vs whole':>8} {'steady':>10}"
+        f" {'vs whole':>8} {'graphs':>6} {'recompiles':>10}",
+    ]
+    for key, row in results.items():
+        layers = key.split("_")[1]
+        whole = row["whole"]
+        for v in VARIANTS:
+            r = row[v]
+            cold = r["cold_first_call_s"].median / whole["cold_first_call_s"].median
+            steady = r["steady_ms"].median / whole["steady_ms"].median
+            lines.append(
+                f"  {layers:>6} {v:<9} {r['cold_first_call_s'].median:>11.2f} s {cold:>7.2f}x"
+                f" {r['steady_ms'].median:>7.2f} ms {steady:>7.2f}x {r['graphs']:>6}"
+                f" {r['recompiles']:>10}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(report(run()))

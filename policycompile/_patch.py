@@ -510,9 +510,8 @@ def _copy_function(func: types.FunctionType) -> types.FunctionType:
         func.__code__, func.__globals__, func.__name__, func.__defaults__, func.__closure__
     )
     copy.__kwdefaults__ = dict(func.__kwdefaults__) if func.__kwdefaults__ else None
-    functools.update_wrapper(copy, func, updated=())
-    vars(copy).pop("__wrapped__")  # the same function, not a wrapper of it
     vars(copy).update(vars(func))
+    functools.update_wrapper(copy, func, updated=())  # __wrapped__: the original, as wrappers
     return copy
 
 

@@ -13,7 +13,7 @@ import torch
 import policycompile as pc
 from policycompile._cli import main
 
-from .conftest import BACKEND, Modules, apply
+from .conftest import BACKEND, GRAPHS, Modules, apply
 
 
 def test_a_key_the_installed_torch_lacks_names_its_version(
@@ -124,3 +124,37 @@ def test_a_break_inside_nonstrict_trace_is_not_a_break(modules: Modules) -> None
         torch._dynamo.reset()
         assert report.graph_breaks == () and report.violations == ()
         assert [(r.name, r.graphs) for r in report.regions] == [(f"{name}.entry", 1)]
+
+
+def test_marks_reach_direct_names_only_and_undo_leaves_originals_unmarked(
+    modules: Modules,
+) -> None:
+    source = (
+        "import torch\nSCALE = torch.tensor([3.0])\n"
+        "def helper(x):\n    return x.sin() + 1\n"
+        "def scale():\n    return SCALE.item()\n"
+        "def fn(x):\n    return helper(x) * scale()\n"
+    )
+    name = modules.write(modules.name("m"), source)
+    module = importlib.import_module(name)
+    broad = modules.policy(
+        f"version: 1\ntargets:\n  {name}:\n    allow_in_graph: true\n    nonstrict_trace: false\n",
+        "broad.yaml",
+    )
+    with apply(broad) as handle:
+        # a rule on the module reaches none of its functions with what only direct rules set
+        assert handle.records == ()
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.helper: {{allow_in_graph: true}}\n"
+        f"  {name}.scale: {{assume_constant_result: true}}\n"
+    )
+    original = module.helper
+    with apply(policy):
+        assert module.helper is not original and module.helper.__wrapped__ is original
+    # undone: the originals were never marked, so Dynamo traces into helper and scale again
+    assert not hasattr(module.scale, "_dynamo_marked_constant")
+    GRAPHS.clear()
+    torch._dynamo.reset()
+    torch.compile(module.fn, backend=BACKEND)(torch.ones(2))
+    names = [str(getattr(n.target, "__name__", n.target)) for g in GRAPHS for n in g.graph.nodes]
+    assert "helper" not in names and "sin" in names

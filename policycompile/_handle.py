@@ -411,7 +411,11 @@ class PolicyHandle:
             return
 
         def original(value: Any) -> Any:
-            while id(value) in wrappers and wrappers[id(value)][0] is value:
+            seen: set[int] = set()  # a wrapper is never its own original; guard all the same
+            while (
+                id(value) in wrappers and wrappers[id(value)][0] is value and id(value) not in seen
+            ):
+                seen.add(id(value))
                 value = wrappers[id(value)][1]
             return value
 

@@ -455,6 +455,23 @@ def _translate(doc: Document, error: jsonschema.exceptions.ValidationError) -> P
             doc.value_position(path),
             rule=rule,
         )
+    if (
+        kind == "pattern"
+        and "propertyNames" in error.schema_path
+        and path[-1:] == ("dynamo_config",)
+    ):
+        bad = str(error.instance)
+        return PolicySchemaError(
+            f"{bad!r} {where} is not a torch._dynamo.config name (a Python identifier)",
+            doc.key_position((*path, bad)),
+            rule=rule,
+        )
+    if kind == "minProperties" and path[-1:] == ("dynamo_config",):
+        return PolicySchemaError(
+            f"'dynamo_config' {where} is empty: give torch._dynamo.config names and values",
+            doc.value_position(path),
+            rule=rule,
+        )
     if kind == "pattern" and "propertyNames" in error.schema_path:
         bad = str(error.instance)
         at = doc.key_position((*path, bad))
@@ -598,7 +615,9 @@ def _check_value(name: str, value: Any, backends: frozenset[str]) -> str | None:
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true or false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -611,7 +630,9 @@ def _same_kind(given: Any, default: Any) -> bool:
         return True
     if isinstance(default, bool):
         return isinstance(given, bool)
-    if isinstance(default, int | float):
+    if isinstance(default, int):
+        return isinstance(given, int) and not isinstance(given, bool)
+    if isinstance(default, float):
         return isinstance(given, int | float) and not isinstance(given, bool)
     if isinstance(default, str):
         return isinstance(given, str)

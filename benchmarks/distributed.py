@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Timing
+from benchmarks._harness import timing
 
 ROOT = Path(__file__).parent.parent
 RANKS = (2, 4)
@@ -63,10 +62,6 @@ def _job(nproc: int, policy: str | None, cwd: str) -> dict[str, float]:
     return job
 
 
-def _timing(values: list[float]) -> Timing:
-    return Timing(statistics.median(values), min(values), max(values))
-
-
 def run() -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pc-dist-") as tmp:
@@ -80,10 +75,10 @@ def run() -> dict[str, Any]:
                 ours.append(_job(nproc, policy, tmp))
             row: dict[str, Any] = {}
             for key in ("init_s", "destroy_s", "wall_s"):
-                row[f"plain_{key}"] = _timing([j[key] for j in plain])
-                row[f"policy_{key}"] = _timing([j[key] for j in ours])
-            row["agree_s"] = _timing([j["agree_s"] for j in ours])
-            row["gather_s"] = _timing([j["gather_s"] for j in ours])
+                row[f"plain_{key}"] = timing([j[key] for j in plain])
+                row[f"policy_{key}"] = timing([j[key] for j in ours])
+            row["agree_s"] = timing([j["agree_s"] for j in ours])
+            row["gather_s"] = timing([j["gather_s"] for j in ours])
             results[f"ranks_{nproc}"] = row
     return results
 

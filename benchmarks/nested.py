@@ -6,43 +6,16 @@ state is the latency of the calls after the first, over both runs."""
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Timing
+from benchmarks._harness import timing, worker
 from benchmarks.nested_worker import VARIANTS
 
 ROOT = Path(__file__).parent.parent
 LAYERS = (8, 24)
-
-
-def _worker(variant: str, layers: int, cache: str) -> dict[str, Any]:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.pop("POLICYCOMPILE_PROFILE", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.nested_worker", variant, str(layers)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{variant} {layers}:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _timing(values: list[float]) -> Timing:
-    return Timing(statistics.median(values), min(values), max(values))
 
 
 def run() -> dict[str, Any]:
@@ -50,13 +23,19 @@ def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="inductor-nested-") as caches:
         for layers in LAYERS:
             cache = {v: os.path.join(caches, f"{v}-{layers}") for v in VARIANTS}
-            cold = {v: _worker(v, layers, cache[v]) for v in VARIANTS}
-            warm = {v: _worker(v, layers, cache[v]) for v in VARIANTS}
+            cold = {
+                v: worker("benchmarks.nested_worker", v, str(layers), cache=cache[v])
+                for v in VARIANTS
+            }
+            warm = {
+                v: worker("benchmarks.nested_worker", v, str(layers), cache=cache[v])
+                for v in VARIANTS
+            }
             row: dict[str, Any] = {}
             for v in VARIANTS:
                 row[v] = {
-                    "cold_first_call_s": _timing([cold[v]["first_call_s"]]),
-                    "steady_ms": _timing(cold[v]["steady_ms"] + warm[v]["steady_ms"]),
+                    "cold_first_call_s": timing([cold[v]["first_call_s"]]),
+                    "steady_ms": timing(cold[v]["steady_ms"] + warm[v]["steady_ms"]),
                     "graphs": cold[v]["graphs"],
                     "recompiles": cold[v]["recompiles"],
                     "checksum": cold[v]["checksum"],

@@ -5,60 +5,34 @@ cache), then warm (the same cache) three times, interleaved across variants."""
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Timing
+from benchmarks._harness import timing, worker
 from benchmarks.regional_worker import LAYERS, VARIANTS
 
 ROOT = Path(__file__).parent.parent
 WARM_RUNS = 3
 
 
-def _worker(variant: str, cache: str) -> dict[str, Any]:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.regional_worker", variant],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _timing(values: list[float]) -> Timing:
-    return Timing(statistics.median(values), min(values), max(values))
-
-
 def run() -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="inductor-caches-") as caches:
         cache = {v: os.path.join(caches, v) for v in VARIANTS}
-        colds = {v: _worker(v, cache[v]) for v in VARIANTS}
+        colds = {v: worker("benchmarks.regional_worker", v, cache=cache[v]) for v in VARIANTS}
         warms: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
         for _ in range(WARM_RUNS):  # interleaved, so machine noise hits every variant alike
             for v in VARIANTS:
-                warms[v].append(_worker(v, cache[v]))
+                warms[v].append(worker("benchmarks.regional_worker", v, cache=cache[v]))
     for variant in VARIANTS:
         cold, warm = colds[variant], warms[variant]
         steady = [ms for w in warm for ms in w["steady_ms"]]
         results[variant] = {
-            "cold_first_call_s": _timing([cold["first_call_s"]]),
-            "warm_first_call_s": _timing([w["first_call_s"] for w in warm]),
-            "steady_ms": _timing(steady),
+            "cold_first_call_s": timing([cold["first_call_s"]]),
+            "warm_first_call_s": timing([w["first_call_s"] for w in warm]),
+            "steady_ms": timing(steady),
             "graphs": cold["graphs"],
             "recompiles": cold["recompiles"],
             "peak_rss_mib": cold["peak_rss_mib"],

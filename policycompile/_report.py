@@ -294,6 +294,18 @@ def _common(reports: Sequence[Report]) -> dict[str, Any]:
     }
 
 
+def _same_site(seen: BreakReport, b: BreakReport) -> BreakReport:
+    """One break site observed twice (two processes): counts add up, a violation anywhere is
+    a violation."""
+    return replace(
+        seen,
+        count=seen.count + b.count,
+        allowed=seen.allowed and b.allowed,
+        raised=seen.raised or b.raised,
+        tests=_unique([*seen.tests, *b.tests]),
+    )
+
+
 def join_processes(report: Report, others: Sequence[Report]) -> Report:
     """This process's report joined with its children's (multiprocessing workers,
     subprocesses under ``policycompile run``): counts add up, as if one process had done it
@@ -324,17 +336,7 @@ def join_processes(report: Report, others: Sequence[Report]) -> Report:
     for rep in everyone:
         for b in rep.graph_breaks:
             seen_b = breaks.get(b.key)
-            breaks[b.key] = (
-                b
-                if seen_b is None
-                else replace(
-                    seen_b,
-                    count=seen_b.count + b.count,
-                    allowed=seen_b.allowed and b.allowed,
-                    raised=seen_b.raised or b.raised,
-                    tests=_unique([*seen_b.tests, *b.tests]),
-                )
-            )
+            breaks[b.key] = b if seen_b is None else _same_site(seen_b, b)
     return replace(
         report,
         regions=tuple(regions.values()),
@@ -378,14 +380,7 @@ def merge_ranks(by_rank: Mapping[int, Report]) -> Report:
             breaks[b.key] = (
                 replace(b, ranks=(rank,))
                 if seen is None
-                else replace(
-                    seen,
-                    count=seen.count + b.count,
-                    allowed=seen.allowed and b.allowed,
-                    raised=seen.raised or b.raised,
-                    tests=_unique([*seen.tests, *b.tests]),
-                    ranks=(*(seen.ranks or ()), rank),
-                )
+                else replace(_same_site(seen, b), ranks=(*(seen.ranks or ()), rank))
             )
     return replace(
         reports[0],

@@ -268,15 +268,6 @@ class Resolution:
             if k.startswith(OPTION_PREFIX)
         }
 
-    @property
-    def dynamo_config(self) -> dict[str, Any]:
-        """The ``torch._dynamo.config.patch`` keywords in effect."""
-        return {
-            k[len(CONFIG_PREFIX) :]: thaw(d.value)
-            for k, d in sorted(self.decisions.items())
-            if k.startswith(CONFIG_PREFIX)
-        }
-
     def values(self) -> dict[str, Any]:
         """Key -> plain value."""
         return {k: thaw(d.value) for k, d in sorted(self.decisions.items())}

@@ -158,3 +158,21 @@ def test_marks_reach_direct_names_only_and_undo_leaves_originals_unmarked(
     torch.compile(module.fn, backend=BACKEND)(torch.ones(2))
     names = [str(getattr(n.target, "__name__", n.target)) for g in GRAPHS for n in g.graph.nodes]
     assert "helper" not in names and "sin" in names
+
+
+def test_dynamo_config_resolves_name_by_name(modules: Modules) -> None:
+    name = modules.write(modules.name("m"), "def entry(x):\n    return x * 2\n")
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
+        f"  {name}.**:\n    dynamo_config: {{capture_scalar_outputs: true, recompile_limit: 4}}\n"
+        f"  {name}.entry:\n    compile: true\n    dynamo_config: {{recompile_limit: 2}}\n"
+    )
+    importlib.import_module(name)
+    with apply(policy) as handle:
+        (record,) = handle.records
+    assert record.plan.dynamo_config == {"capture_scalar_outputs": True, "recompile_limit": 2}
+    out = io.StringIO()
+    assert main(["explain", str(policy), f"{name}.entry"], out=out) == 0
+    text = out.getvalue()
+    assert "dynamo_config.capture_scalar_outputs = true" in text
+    assert "dynamo_config.recompile_limit = 2" in text and "lost:" in text

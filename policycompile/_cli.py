@@ -464,6 +464,14 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             with open(args.report_json, "w", encoding="utf-8") as f:
                 f.write(report.to_json() + "\n")
     failing = status == 0 and args.audit and bool(violations)
+    if failing and ranks.rank:
+        # torchrun may stop this rank once another exits: say why it fails, first
+        print(
+            f"policycompile: rank {ranks.rank}: exit status {EXIT_VIOLATIONS}: the job's audit "
+            f"found {violations} violation(s) (rank 0 printed the report)",
+            file=sys.stderr,
+            flush=True,
+        )
     ranks.finish(failing=failing)
     return EXIT_VIOLATIONS if failing else status
 

@@ -235,17 +235,23 @@ class Ranks:
         """The end of a run, after rank 0 printed and wrote the job's report.
 
         A launcher stops every rank as soon as one exits with a failure status (torchrun
-        does), so a rank about to exit with one (4: a violation on some rank) first waits
-        until rank 0 says its report is written.
+        does). So each rank says it reached the end; rank 0 waits for them all (bounded)
+        before saying it is done, and a rank about to exit with a failure status (4: a
+        violation on some rank) waits for that. No rank is stopped before it wrote what it
+        had to say, and rank 0 not before the job's report is written.
         """
         if self._finish is None:
             return
         store, done = self._finish
+        prefix = done.rsplit("/", 1)[0]
+        timeout = _seconds(REPORT_TIMEOUT_ENV, REPORT_TIMEOUT_S)
         try:
+            store.set(f"{prefix}/finished/{self.rank}", "1")
             if self.rank == 0:
+                _wait(store, [f"{prefix}/finished/{r}" for r in range(self.world)], timeout)
                 store.set(done, "1")
             elif failing:
-                _wait(store, [done], _seconds(REPORT_TIMEOUT_ENV, REPORT_TIMEOUT_S))
+                _wait(store, [done], timeout + 10.0)
         except Exception:  # the store is gone: nothing left to wait for
             pass
 

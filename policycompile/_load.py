@@ -28,18 +28,14 @@ from ._errors import (
 from ._policy import Policy
 from ._schema import schema
 from ._tree import (
-    ALLOW,
     COMPILE,
     CONFIG_PREFIX,
-    CONSTANT,
     DISABLE,
-    DONT_SKIP,
     EOGB,
     EXCLUSIVE,
     MARKS,
-    NESTED,
-    NONSTRICT,
     OPTION_PREFIX,
+    SECTION8_API,
     STANCE,
     Pattern,
     Rule,
@@ -54,29 +50,6 @@ MAX_BYTES = 1 << 20
 #: Longest ``extends`` chain (files extending files) accepted.
 EXTENDS_DEPTH = 64
 PROFILE_ENV = "POLICYCOMPILE_PROFILE"
-_TARGET_KEYS = (
-    "compile",
-    "fullgraph",
-    "error_on_graph_break",
-    "disable",
-    "nonstrict_trace",
-    "dont_skip_tracing",
-    "allow_in_graph",
-    "assume_constant_result",
-    "nested_compile_region",
-    "stance",
-    "dynamo_config",
-    "reason",
-)
-#: SPEC section 8's keys and the torch function each needs: (module, name)
-SECTION8_API = {
-    NONSTRICT: ("torch._dynamo", "nonstrict_trace"),
-    DONT_SKIP: ("torch._dynamo", "dont_skip_tracing"),
-    ALLOW: ("torch.compiler", "allow_in_graph"),
-    CONSTANT: ("torch.compiler", "assume_constant_result"),
-    NESTED: ("torch.compiler", "nested_compile_region"),
-    STANCE: ("torch.compiler", "set_stance"),
-}
 
 
 @dataclass

@@ -44,7 +44,7 @@ from ._tree import (
     EXCLUSIVE,
     MARKS,
     NESTED,
-    NONSTRICT,
+    SECTION8_API,
     STANCE,
     Decision,
     Rule,
@@ -90,17 +90,8 @@ class Plan:
         elif self.disable:
             recursive = "" if self.disable_recursive else "(recursive=False)"
             out.append(f"@torch.compiler.disable{recursive}")
-        out.extend(f"@{_MARK_CALLS[m]}" for m in reversed(self.marks))
+        out.extend("@" + ".".join(SECTION8_API[m]) for m in reversed(self.marks))
         return out
-
-
-_MARK_CALLS = {
-    NONSTRICT: "torch._dynamo.nonstrict_trace",
-    DONT_SKIP: "torch._dynamo.dont_skip_tracing",
-    ALLOW: "torch.compiler.allow_in_graph",
-    CONSTANT: "torch.compiler.assume_constant_result",
-    NESTED: "torch.compiler.nested_compile_region",
-}
 
 
 @dataclass(frozen=True)
@@ -490,19 +481,12 @@ def _mark(mark: str, fn: Callable[..., Any], func: types.FunctionType) -> Callab
     globals, defaults and attributes), which is what the policy stores, so that undo leaves
     the original unmarked.
     """
-    import torch
-
     if mark in (ALLOW, CONSTANT) and fn is func:
         fn = _copy_function(func)
-    if mark == NONSTRICT:
-        return torch._dynamo.nonstrict_trace(fn)
-    if mark == DONT_SKIP:
-        return _keep_identity(torch._dynamo.dont_skip_tracing(fn), func)
-    if mark == ALLOW:
-        return torch.compiler.allow_in_graph(fn)  # type: ignore[no-untyped-call,no-any-return]
-    if mark == CONSTANT:
-        return torch.compiler.assume_constant_result(fn)  # type: ignore[no-untyped-call,no-any-return]
-    return torch.compiler.nested_compile_region(fn)  # type: ignore[no-any-return]
+    module, name = SECTION8_API[mark]
+    marked: Callable[..., Any] = getattr(importlib.import_module(module), name)(fn)
+    # dont_skip_tracing returns a bare context-manager wrapper: give it the function's name
+    return _keep_identity(marked, func) if mark == DONT_SKIP else marked
 
 
 def _copy_function(func: types.FunctionType) -> types.FunctionType:

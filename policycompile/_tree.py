@@ -27,6 +27,15 @@ STANCE = "stance"
 CONFIG_PREFIX = "dynamo_config."
 #: the tracing marks, innermost first (SPEC section 5)
 MARKS = (NONSTRICT, DONT_SKIP, ALLOW, CONSTANT, NESTED)
+#: SPEC section 8's keys and the torch function each one is: (module, name)
+SECTION8_API = {
+    NONSTRICT: ("torch._dynamo", "nonstrict_trace"),
+    DONT_SKIP: ("torch._dynamo", "dont_skip_tracing"),
+    ALLOW: ("torch.compiler", "allow_in_graph"),
+    CONSTANT: ("torch.compiler", "assume_constant_result"),
+    NESTED: ("torch.compiler", "nested_compile_region"),
+    STANCE: ("torch.compiler", "set_stance"),
+}
 
 #: pairs of settings that cannot both hold for one function: torch rejects them, or one
 #: undoes what the other asks (SPEC section 8)

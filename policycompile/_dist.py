@@ -34,6 +34,7 @@ AGREE_TIMEOUT_ENV = "POLICYCOMPILE_RANK_TIMEOUT"
 REPORT_TIMEOUT_ENV = "POLICYCOMPILE_REPORT_TIMEOUT"
 AGREE_TIMEOUT_S = 60.0
 REPORT_TIMEOUT_S = 300.0
+_RANK0_GRACE_S = 10.0  # the other ranks wait this much longer than rank 0 for its answer
 
 #: what every rank must have in common, in the order a difference is told
 COMPARED = ("sha256", "profile", "audit", "policycompile", "torch")
@@ -74,9 +75,10 @@ class Ranks:
         self._finish: tuple[Any, str] | None = None
 
     # -- hooking the process group's life
-    def install(self) -> list[HookRecord]:
-        """Wrap ``init_process_group`` and ``destroy_process_group`` wherever a module holds
-        them (``torch.distributed``, ``distributed_c10d``, ``from ... import`` copies)."""
+    def install(self, modules: Sequence[types.ModuleType]) -> list[HookRecord]:
+        """Wrap ``init_process_group`` and ``destroy_process_group`` wherever one of
+        ``modules`` holds them (``torch.distributed``, ``distributed_c10d``, ``from ... import``
+        copies)."""
         from ._patch import HookRecord
 
         c10d = _c10d()
@@ -102,7 +104,7 @@ class Ranks:
         records = []
         # by name: a copy bound under another name (`import ... as`) is not watched; looking
         # up two names per module keeps this well under a millisecond with torch imported
-        for module in [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]:
+        for module in modules:
             try:
                 namespace = vars(module)
             except TypeError:
@@ -152,33 +154,25 @@ class Ranks:
         }
 
     def _agree(self, store: Any) -> None:
-        prefix = self._prefix("agree")
-        rank, world = self.rank or 0, self.world
-        store.set(f"{prefix}/{rank}", json.dumps(self.digest()))
         timeout = _seconds(AGREE_TIMEOUT_ENV, AGREE_TIMEOUT_S)
-        verdict_key = f"{prefix}/verdict"
-        if rank == 0:
-            keys = [f"{prefix}/{r}" for r in range(world)]
-            missing = _wait(store, keys, timeout)
+
+        def verdict_of(digests: dict[int, str], missing: list[int]) -> str:
             if missing:
-                verdict = (
+                return (
                     f"rank(s) {_span(missing)} sent no policy within {timeout:g} s: start every "
                     "rank under `policycompile run` with the same policy (or turn this check "
                     f"off with {RANK_CHECK_ENV}=0)"
                 )
-            else:
-                digests = dict(enumerate(json.loads(v) for v in _get_all(store, keys)))
-                verdict = differences(digests)
-            store.set(verdict_key, verdict)
-        else:
-            waited = timeout + 10.0  # rank 0 answers within its own timeout
-            if _wait(store, [verdict_key], waited):
-                verdict = (
-                    f"rank 0 gave no verdict on the policy within {waited:g} s (is rank 0 "
-                    "running under `policycompile run`?)"
-                )
-            else:
-                verdict = store.get(verdict_key).decode()
+            return differences({r: json.loads(d) for r, d in digests.items()})
+
+        verdict = self._through_rank0(
+            store, "agree", json.dumps(self.digest()), timeout, verdict_of
+        )
+        if verdict is None:
+            verdict = (
+                f"rank 0 gave no verdict on the policy within {timeout + _RANK0_GRACE_S:g} s (is "
+                "rank 0 running under `policycompile run`?)"
+            )
         if verdict:
             raise PolicyRankError(
                 f"the ranks of this job do not apply the same policy: {verdict}. Every rank "
@@ -200,21 +194,12 @@ class Ranks:
             self.merged = merge_ranks({rank: local})
             return
         store = c10d._get_default_store()
-        prefix = self._prefix("report")
         # kept for finish(): this reference also keeps a store that rank 0 serves alive
-        self._finish = (store, f"{prefix}/done")
-        store.set(f"{prefix}/{rank}", local.to_json(indent=None))
+        self._finish = (store, f"{self._prefix('report')}/done")
         timeout = _seconds(REPORT_TIMEOUT_ENV, REPORT_TIMEOUT_S)
-        summary_key = f"{prefix}/summary"
-        if rank == 0:
-            keys = {r: f"{prefix}/{r}" for r in range(self.world)}
-            missing = set(_wait(store, list(keys.values()), timeout))
-            sent = [r for r in keys if r not in missing]
-            reports = {
-                r: Report.from_dict(json.loads(v))
-                for r, v in zip(sent, _get_all(store, [keys[r] for r in sent]), strict=True)
-            }
-            merged = merge_ranks(reports)
+
+        def merge(sent: dict[int, str], missing: list[int]) -> str:
+            merged = merge_ranks({r: Report.from_dict(json.loads(v)) for r, v in sent.items()})
             if missing:
                 merged = replace(
                     merged,
@@ -226,9 +211,11 @@ class Ranks:
                 )
             self.merged = merged
             summary = {"violations": len(merged.violations), "ranks": list(merged.ranks or ())}
-            store.set(summary_key, json.dumps(summary))
-        elif not _wait(store, [summary_key], timeout + 10.0):
-            self.summary = json.loads(store.get(summary_key))
+            return json.dumps(summary)
+
+        answer = self._through_rank0(store, "report", local.to_json(indent=None), timeout, merge)
+        if rank != 0 and answer is not None:
+            self.summary = json.loads(answer)
         self.timings["gather_s"] = time.perf_counter() - start
 
     def finish(self, *, failing: bool) -> None:
@@ -251,9 +238,38 @@ class Ranks:
                 _wait(store, [f"{prefix}/finished/{r}" for r in range(self.world)], timeout)
                 store.set(done, "1")
             elif failing:
-                _wait(store, [done], timeout + 10.0)
+                _wait(store, [done], timeout + _RANK0_GRACE_S)
         except Exception:  # the store is gone: nothing left to wait for
             pass
+
+    def _through_rank0(
+        self,
+        store: Any,
+        kind: str,
+        mine: str,
+        timeout: float,
+        conclude: Callable[[dict[int, str], list[int]], str],
+    ) -> str | None:
+        """One exchange: every rank writes ``mine``; rank 0 reads what the ranks wrote within
+        ``timeout`` (in one request), concludes from it and from the ranks missing, and
+        publishes the conclusion, which every rank returns (None: rank 0 published none in
+        time)."""
+        prefix = self._prefix(kind)
+        rank = self.rank or 0
+        store.set(f"{prefix}/{rank}", mine)
+        answer_key = f"{prefix}/answer"
+        if rank == 0:
+            keys = [f"{prefix}/{r}" for r in range(self.world)]
+            missing = _wait(store, keys, timeout)
+            sent = [r for r in range(self.world) if r not in missing]
+            values = _get_all(store, [keys[r] for r in sent])
+            answer = conclude({r: v.decode() for r, v in zip(sent, values, strict=True)}, missing)
+            store.set(answer_key, answer)
+            return answer
+        if _wait(store, [answer_key], timeout + _RANK0_GRACE_S):  # rank 0 answers within its own
+            return None
+        answer_bytes: bytes = store.get(answer_key)
+        return answer_bytes.decode()
 
     def _prefix(self, kind: str) -> str:
         # a job restarted by torchrun's elastic agent keeps its store: keep rounds apart

@@ -155,7 +155,7 @@ class PolicyHandle:
         )
         self.finder.install()
         with self._lock:
-            self._journal.extend(self.ranks.install())
+            self._journal.extend(self.ranks.install(_modules()))
 
     def release(self, name: str) -> None:
         """Stop holding module ``name`` back; the caller patches it."""
@@ -337,9 +337,8 @@ class PolicyHandle:
         with self._lock:
             patched = {(id(e.owner), e.attr) for e in self._journal if isinstance(e, Record)}
         for module in modules:
-            if vars(module).get("__name__") == "__main__" or vars(module).get("__name__") in (
-                self.hold
-            ):
+            module_name = vars(module).get("__name__")
+            if module_name == "__main__" or module_name in self.hold:
                 continue
             for name, value in _items(module):
                 record = originals.get(id(value))

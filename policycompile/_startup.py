@@ -25,7 +25,7 @@ import time
 import types
 from typing import Any, NoReturn
 
-from ._children import ENV, Session
+from ._children import ENV, Session, write
 
 _DONE = threading.Lock()
 _WRITING = threading.RLock()
@@ -226,11 +226,9 @@ def _flush() -> None:
     if handle is None:
         return
     session: Session = _state["session"]
-    from . import _children
-
     with _WRITING:
         try:
-            _children.write(session.spool, handle.report())
+            write(session.spool, handle.report())
         except OSError as exc:  # the parent is gone, or removed its spool: say so, do not crash
             if not _state.get("told"):
                 _state["told"] = True

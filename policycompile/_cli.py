@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 import types
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any, NoReturn, TextIO
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from ._errors import PolicyError
 from ._lint import Diagnostic, lint
@@ -16,6 +16,10 @@ from ._load import MAX_BYTES, load
 from ._policy import Policy
 from ._schema import schema_text
 from ._tree import COMPILE, OPTION_PREFIX, Explanation, thaw
+
+if TYPE_CHECKING:
+    from ._handle import PolicyHandle
+    from ._report import Report
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
 
@@ -75,19 +79,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-m", dest="module", default=None, metavar="MODULE")
 
+    p = sub.add_parser(
+        "suggest",
+        help="run a program and write a first policy from what torch.compile did",
+        usage="policycompile suggest [-o OUT] [--base FILE | --update FILE] [--report-json OUT] "
+        "[--no-rank-check] (-m MODULE | SCRIPT) [ARGS...]",
+    )
+    p.add_argument(
+        "-o",
+        dest="out",
+        default=None,
+        metavar="OUT",
+        help=f"where to write the policy ('-' for standard output; default {SUGGEST_OUT}, "
+        "which must not exist yet; with --update, FILE itself)",
+    )
+    p.add_argument("--base", default=None, metavar="FILE", help="apply this policy in the run")
+    p.add_argument(
+        "--update",
+        default=None,
+        metavar="FILE",
+        help="run under this policy and merge the findings into it (comments and rules kept)",
+    )
+    p.add_argument("--report-json", metavar="OUT", default=None)
+    p.add_argument("--no-rank-check", action="store_true")
+    p.add_argument("-m", dest="module", default=None, metavar="MODULE")
+
     sub.add_parser("schema", help="print the JSON Schema of policy files")
     return parser
 
 
-def _split_run(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
-    """Split ``run`` arguments into ours, the SCRIPT, and the program's: everything after
-    ``-m MODULE`` or SCRIPT belongs to the program, as with the python command."""
+#: ``suggest`` writes here when given no ``-o``.
+SUGGEST_OUT = "policy.yaml"
+
+
+#: per command that runs a program: its options that take a value, and its positionals
+#: before SCRIPT
+_PROGRAM_COMMANDS = {
+    "run": (("--profile", "--report-json"), 1),
+    "suggest": (("-o", "--base", "--update", "--report-json"), 0),
+}
+
+
+def _split_run(argv: list[str], command: str = "run") -> tuple[list[str], str | None, list[str]]:
+    """Split ``run`` (or ``suggest``) arguments into ours, the SCRIPT, and the program's:
+    everything after ``-m MODULE`` or SCRIPT belongs to the program, as with the python
+    command."""
+    valued, before = _PROGRAM_COMMANDS[command]
     ours: list[str] = []
     i = 0
     positional = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in ("--profile", "--report-json") and i + 1 < len(argv):
+        if arg in valued and i + 1 < len(argv):
             ours += argv[i : i + 2]
             i += 2
             continue
@@ -95,7 +138,7 @@ def _split_run(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
             return ours + argv[i : i + 2], None, argv[i + 2 :]
         if not arg.startswith("-"):
             positional += 1
-            if positional == 2:  # FILE, then SCRIPT
+            if positional == before + 1:  # FILE, then SCRIPT (run); SCRIPT (suggest)
                 return ours, arg, argv[i + 1 :]
         ours.append(arg)
         i += 1
@@ -110,16 +153,16 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     argv = list(sys.argv[1:] if argv is None else argv)
     program: str | None = None
     program_args: list[str] = []
-    if argv[:1] == ["run"]:
-        ours, program, program_args = _split_run(argv[1:])
-        argv = ["run", *ours]
+    if argv[:1] in (["run"], ["suggest"]):
+        ours, program, program_args = _split_run(argv[1:], argv[0])
+        argv = [argv[0], *ours]
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help is 0, usage errors are 2
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     args.program, args.program_args = program, program_args
-    if args.command == "run" and (args.module is None) == (args.program is None):
-        print("policycompile run: give either -m MODULE or SCRIPT", file=sys.stderr)
+    if args.command in _PROGRAM_COMMANDS and (args.module is None) == (args.program is None):
+        print(f"policycompile {args.command}: give either -m MODULE or SCRIPT", file=sys.stderr)
         return EXIT_USAGE
     try:
         handler = _COMMANDS[args.command]
@@ -404,15 +447,29 @@ def nested_entries(plans: Sequence[Any]) -> list[tuple[str, str]]:
     return found
 
 
-def _run(args: argparse.Namespace, out: TextIO) -> int:
-    from ._api import apply
+@dataclass
+class _Outcome:
+    """How a program run under a policy ended, and its report where this process prints it."""
+
+    status: int
+    report: Report | None  # None on a rank other than 0: rank 0 prints the job's report
+    violations: int
+
+
+def _run_program(
+    args: argparse.Namespace,
+    handle: PolicyHandle,
+    *,
+    on_main: Callable[[types.ModuleType], object] = lambda module: None,
+) -> _Outcome | int:
+    """Run ``args``' program under ``handle``'s policy as ``run`` does: the policy exported to
+    child processes, the main module patched as it defines things, the report joined with
+    the children's and merged across ranks. Returns the usage error's status where the
+    program cannot be found."""
     from ._children import exported, read
-    from ._report import Report, join_processes
+    from ._report import join_processes
     from ._runner import run_main
 
-    handle = apply(
-        args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
-    )
     policy = handle.policy
     with exported(
         policy=policy.path,
@@ -430,19 +487,22 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                 report = replace(report, warnings=(*report.warnings, *problems))
             return report
 
+        def defined(module: types.ModuleType, name: str) -> object:
+            on_main(module)
+            return handle.patch_module(module, only=name)
+
         handle.ranks.local = local
         try:
             status = run_main(
                 args.module or args.program,
                 args.program_args,
                 as_module=args.module is not None,
-                on_defined=lambda module, name: handle.patch_module(module, only=name),
+                on_defined=defined,
                 on_error=handle.record_exception,
                 quiet=(PolicyError,),
             )
         except (FileNotFoundError, ModuleNotFoundError) as exc:
-            print(f"policycompile run: {exc}", file=sys.stderr)
-            handle.undo()
+            print(f"policycompile {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         _settle_children()
         ranks = handle.ranks
@@ -452,28 +512,141 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             # rank 0 prints and writes the job's report; this rank's exit status still
             # says whether any rank saw a violation
             summary = ranks.summary
-            violations = summary["violations"] if summary else len(local().violations)
-            report = None
-        elif report is None:  # rank 0 without a merged report (its group failed to agree)
+            return _Outcome(
+                status, None, summary["violations"] if summary else len(local().violations)
+            )
+        if report is None:  # rank 0 without a merged report (its group failed to agree)
             report = local()
-    handle.undo()
-    if report is not None:
-        violations = len(report.violations)
-        sys.stderr.write("\n" + report.text(verbose=args.verbose))
-        if args.report_json:
-            with open(args.report_json, "w", encoding="utf-8") as f:
-                f.write(report.to_json() + "\n")
-    failing = status == 0 and args.audit and bool(violations)
+    return _Outcome(status, report, len(report.violations))
+
+
+def _print_report(report: Report | None, args: argparse.Namespace) -> None:
+    if report is None:
+        return
+    sys.stderr.write("\n" + report.text(verbose=getattr(args, "verbose", False)))
+    if args.report_json:
+        with open(args.report_json, "w", encoding="utf-8") as f:
+            f.write(report.to_json() + "\n")
+
+
+def _finish_ranks(handle: PolicyHandle, outcome: _Outcome, audit: bool) -> int:
+    """The exit status; every rank says it reached the end (docs/distributed.md)."""
+    ranks = handle.ranks
+    failing = outcome.status == 0 and audit and bool(outcome.violations)
     if failing and ranks.rank:
         # torchrun may stop this rank once another exits: say why it fails, first
         print(
             f"policycompile: rank {ranks.rank}: exit status {EXIT_VIOLATIONS}: the job's audit "
-            f"found {violations} violation(s) (rank 0 printed the report)",
+            f"found {outcome.violations} violation(s) (rank 0 printed the report)",
             file=sys.stderr,
             flush=True,
         )
     ranks.finish(failing=failing)
-    return EXIT_VIOLATIONS if failing else status
+    return EXIT_VIOLATIONS if failing else outcome.status
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    from ._api import apply
+
+    handle = apply(
+        args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
+    )
+    try:
+        outcome = _run_program(args, handle)
+    finally:
+        handle.undo()
+    if isinstance(outcome, int):
+        return outcome
+    _print_report(outcome.report, args)
+    return _finish_ranks(handle, outcome, args.audit)
+
+
+def _suggest(args: argparse.Namespace, out: TextIO) -> int:
+    """``policycompile suggest``: run the program in audit mode under ``--base`` (or
+    ``--update``'s file, or nothing), observing its own torch.compile calls too, and write
+    the policy the run suggests (docs/suggest.md)."""
+    import os
+    import tempfile
+
+    from . import _suggest
+    from ._api import apply
+    from ._observe import Traced
+
+    if args.base and args.update:
+        print("policycompile suggest: give --base or --update, not both", file=sys.stderr)
+        return EXIT_USAGE
+    target = args.out or args.update or SUGGEST_OUT
+    if args.out is None and args.update is None and os.path.exists(target):
+        print(
+            f"policycompile suggest: {target} exists: give -o OUT to replace it, or "
+            f"--update {target} to merge this run into it",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.update:
+        _suggest.read_for_update(args.update)  # bad YAML: a located error before the run
+    with tempfile.TemporaryDirectory(prefix="policycompile-suggest-") as scratch:
+        policy_file = args.update or args.base
+        if policy_file is None:
+            policy_file = os.path.join(scratch, "empty.yaml")
+            with open(policy_file, "w", encoding="utf-8") as f:
+                f.write("version: 1\ntargets: {}\n")
+        handle = apply(policy_file, profile="", audit=True, rank_check=not args.no_rank_check)
+        traced = handle.observer.traced = Traced()
+        compiles = _suggest.ProgramCompiles(handle.observer)
+        mains: list[types.ModuleType] = []
+
+        def main_module(module: types.ModuleType) -> None:
+            if not mains:
+                mains.append(module)
+
+        compiles.install()
+        try:
+            outcome = _run_program(args, handle, on_main=main_module)
+        finally:
+            compiles.uninstall()
+            handle.undo()
+        if isinstance(outcome, int):
+            return outcome
+        _print_report(outcome.report, args)
+        status = _finish_ranks(handle, replace(outcome, violations=0), audit=False)
+        if outcome.report is None:
+            return status  # rank 0 writes the job's policy
+        command = ["policycompile suggest", *(["--base", args.base] if args.base else [])]
+        command += ["-m", args.module] if args.module else [args.program]
+        findings = _suggest.collect(
+            outcome.report,
+            handle.observer,
+            traced,
+            " ".join([*command, *args.program_args]),
+            main=mains[0] if mains else None,
+            sites=compiles.sites,
+            options=compiles.options,
+        )
+        if args.update:
+            text, notes = _suggest.update(findings, args.update, handle.policy)
+        else:
+            text = _suggest.suggest(findings, out=None if target == "-" else target, base=args.base)
+            notes = []
+        for note in notes:
+            print(f"policycompile suggest: {note}", file=sys.stderr)
+        if target == "-":
+            out.write(text)
+        else:
+            _suggest.write_checked(text, target)
+            print(
+                f"policycompile suggest: wrote {target} "
+                f"({len(findings.breaks)} graph break site(s), "
+                f"{len(findings.own_modules)} own module(s) traced)",
+                file=sys.stderr,
+            )
+    if status != 0:
+        print(
+            f"policycompile suggest: the program exited with status {status}; the policy "
+            "covers what ran before that",
+            file=sys.stderr,
+        )
+    return status
 
 
 def _settle_children() -> None:
@@ -500,6 +673,7 @@ _COMMANDS = {
     "explain": _explain,
     "plan": _plan,
     "run": _run,
+    "suggest": _suggest,
     "tree": _tree,
     "schema": _schema,
 }

@@ -84,6 +84,9 @@ class BreakEvent:
     tests: list[str] = field(default_factory=list)
     count: int = 0
     raised: bool = False
+    #: the innermost function on the break's stack that a policy rule can name (outside
+    #: torch): where ``policycompile suggest`` puts the break's rule
+    named: str | None = None
 
 
 class LogTap:
@@ -238,6 +241,8 @@ class Observer:
         self.limit_handler = _LimitHandler(self)
         #: called (without the lock, often inside Dynamo) after each graph or break recorded
         self.listeners: list[Callable[[], object]] = []
+        #: ``policycompile suggest`` asks for more of each graph (see ``Traced``)
+        self.traced: Traced | None = None
 
     def install(self) -> None:
         for tap in self.taps:
@@ -271,6 +276,8 @@ class Observer:
     def on_graph(self, region: RegionStats, gm: Any = None) -> None:
         cid = _dynamo.current_compile_id()
         inner = self._entries_in(region, gm) if gm is not None else set()
+        if self.traced is not None:
+            self.traced.add(region.name, gm)
         with self.lock:
             region.graphs += 1
             region.inner |= inner
@@ -483,6 +490,9 @@ class Observer:
         entered = self.index.entered(stack, self.wrappers)
         plans = [p for p in entered if p is not None]
         function = self.index.name_of(site, plans[-1] if plans else None)
+        named = self._named(user, plans[-1] if plans else None)
+        if self.traced is not None:
+            self.traced.files.update(f.file for f in user)
         rule, allowed = self.govern(region, self._settings(eager, stack, entered))
         if not self.audit:
             allowed = not raised  # Dynamo itself decided
@@ -492,6 +502,7 @@ class Observer:
             if event is None:
                 name = region.name if region is not None else None
                 event = BreakEvent(function, site.file, site.line, reason, rule, allowed, name)
+                event.named = named
                 self.breaks[key] = event
             if (key, frame_id) not in self._seen or frame_id is None:
                 self._seen.add((key, frame_id))
@@ -501,6 +512,17 @@ class Observer:
             if self.current_test and self.current_test not in event.tests:
                 event.tests.append(self.current_test)
         self._changed()
+
+    def _named(self, user: list[Frame], around: Any) -> str | None:
+        """The innermost frame of ``user`` in a function a rule can name: one the index knows
+        by its qualified name (not a closure or lambda), outside torch and policycompile."""
+        skip = _internal_dirs()
+        for frame in reversed(user):
+            if frame.file.startswith(skip) and not frame.file.startswith(_examples_dir()):
+                continue
+            if self.index.code_of(frame) is not None:
+                return self.index.name_of(frame, around)
+        return None
 
     def _changed(self) -> None:
         """Tell the listeners that something was recorded (a child process saves its report
@@ -599,6 +621,33 @@ def _internal_dirs() -> tuple[str, ...]:
         os.path.dirname(__file__) + os.sep,
         os.path.dirname(logging.__file__) + os.sep,
     )
+
+
+@functools.cache
+def _examples_dir() -> str:
+    """policycompile's bundled example programs: user code, although inside the package."""
+    return os.path.join(os.path.dirname(__file__), "examples") + os.sep
+
+
+class Traced:
+    """What ``policycompile suggest`` learns from each graph: the source files Dynamo traced
+    (``TracingContext.traced_code``) and, per compile entry, the ``nn.Module`` instances the
+    graph ran, by class (the paths of its nodes' ``nn_module_stack``)."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self.instances: dict[str, dict[type, set[str]]] = {}
+
+    def add(self, region: str, gm: Any) -> None:
+        from torch._guards import TracingContext
+
+        context = TracingContext.try_get()
+        self.files.update(c.co_filename for c in getattr(context, "traced_code", None) or ())
+        classes = self.instances.setdefault(region, {})
+        for node in getattr(getattr(gm, "graph", None), "nodes", ()):
+            for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+                if isinstance(cls, type):
+                    classes.setdefault(cls, set()).add(str(path))
 
 
 def _without_prefix(stack: list[Frame], eager: list[Frame]) -> list[Frame]:

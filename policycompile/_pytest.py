@@ -1,6 +1,6 @@
 """The pytest plugin: ``pytest --policy FILE [--policy-profile P] [--policy-audit]
-[--policy-report-json OUT]``. Loaded through the ``pytest11`` entry point; imports nothing
-heavy unless ``--policy`` is given."""
+[--policy-report-json OUT] [--policy-suggest OUT]``. Loaded through the ``pytest11`` entry
+point; imports nothing heavy unless ``--policy`` or ``--policy-suggest`` is given."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import pytest
 
 if TYPE_CHECKING:
     from ._handle import PolicyHandle
+    from ._observe import Traced
+    from ._suggest import ProgramCompiles
 
 _HANDLE: pytest.StashKey[PolicyHandle] = pytest.StashKey()
+_SUGGEST: pytest.StashKey[tuple[Traced, ProgramCompiles, str]] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,26 +31,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--policy-report-json", metavar="OUT", default=None, help="write the JSON report here"
     )
+    group.addoption(
+        "--policy-suggest",
+        metavar="OUT",
+        default=None,
+        help="observe the session's torch.compile calls (in audit mode, under --policy if "
+        "given) and write a suggested policy here (docs/suggest.md)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("--policy")
-    if not path:
+    suggest = config.getoption("--policy-suggest")
+    if not path and not suggest:
         return
     from ._api import apply
     from ._errors import PolicyError
+    from ._load import loads
 
     # pytest_configure runs before collection imports the code under test
     try:
-        handle = apply(
-            path,
-            profile=config.getoption("--policy-profile"),
-            audit=config.getoption("--policy-audit"),
-        )
+        if suggest:
+            policy = path or loads("version: 1\ntargets: {}\n", path="<no policy>", profile="")
+            handle = apply(policy, profile=config.getoption("--policy-profile") or "", audit=True)
+        else:
+            handle = apply(
+                path,
+                profile=config.getoption("--policy-profile"),
+                audit=config.getoption("--policy-audit"),
+            )
     except PolicyError as exc:
         # a usage error (exit 4, one line naming the file and line), not an INTERNALERROR
         raise pytest.UsageError(f"--policy: {exc}") from None
     config.stash[_HANDLE] = handle
+    if suggest:
+        from ._observe import Traced
+        from ._suggest import ProgramCompiles
+
+        traced = handle.observer.traced = Traced()
+        compiles = ProgramCompiles(handle.observer)
+        compiles.install()
+        config.stash[_SUGGEST] = (traced, compiles, suggest)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -72,8 +96,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     handle = session.config.stash.get(_HANDLE, None)
-    if handle is None or not handle.audit:
-        return
+    if handle is None or not handle.audit or _SUGGEST in session.config.stash:
+        return  # suggesting: the breaks are findings, not failures
     if handle.report().violations and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -100,5 +124,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.write(handle.report().to_json() + "\n")
-    handle.undo()
-    del config.stash[_HANDLE]
+    try:
+        if _SUGGEST in config.stash:
+            _write_suggestion(config, handle)
+    finally:
+        handle.undo()
+        del config.stash[_HANDLE]
+
+
+def _write_suggestion(config: pytest.Config, handle: PolicyHandle) -> None:
+    from . import _suggest
+
+    traced, compiles, out = config.stash[_SUGGEST]
+    del config.stash[_SUGGEST]
+    compiles.uninstall()
+    args = [a for a in config.invocation_params.args if isinstance(a, str)]
+    findings = _suggest.collect(
+        handle.report(),
+        handle.observer,
+        traced,
+        " ".join(["pytest", *args]),
+        main=None,
+        sites=compiles.sites,
+        options=compiles.options,
+    )
+    base = config.getoption("--policy")
+    _suggest.write_checked(_suggest.suggest(findings, out=out, base=base), out)

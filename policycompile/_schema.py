@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import functools
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 SCHEMA_NAME = "policy.schema.json"
 
 
-def schema_text() -> str:
-    """The schema as text: the copy inside the installed package, else the repository's."""
-    packaged = resources.files("policycompile").joinpath(SCHEMA_NAME)
+def schema_path() -> Path:
+    """The schema file: the copy inside the installed package, else the repository's (an
+    editable install or a source checkout, where ``schemas/`` is the source)."""
+    packaged = Path(__file__).resolve().parent / SCHEMA_NAME
     if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    # An editable install or a source checkout: the repository's schemas/ is the source.
-    return (Path(__file__).resolve().parent.parent / "schemas" / SCHEMA_NAME).read_text(
-        encoding="utf-8"
-    )
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas" / SCHEMA_NAME
+
+
+def schema_text() -> str:
+    """The schema as text."""
+    return schema_path().read_text(encoding="utf-8")
 
 
 @functools.cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import types
@@ -585,8 +586,13 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_USAGE
     if args.update:
         _suggest.read_for_update(args.update)  # bad YAML: a located error before the run
-    with tempfile.TemporaryDirectory(prefix="policycompile-suggest-") as scratch:
-        policy_file = args.update or args.base
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="policycompile-"))
+        policy_file = args.base
+        if args.update:
+            policy_file = _suggest.lenient_copy(args.update) or args.update
+            if policy_file != args.update:
+                stack.callback(os.unlink, policy_file)
         if policy_file is None:
             policy_file = os.path.join(scratch, "empty.yaml")
             with open(policy_file, "w", encoding="utf-8") as f:
@@ -624,7 +630,7 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
             options=compiles.options,
         )
         if args.update:
-            text, notes = _suggest.update(findings, args.update, handle.policy)
+            text, notes = _suggest.update(findings, args.update, handle.policy, applied=policy_file)
         else:
             text = _suggest.suggest(findings, out=None if target == "-" else target, base=args.base)
             notes = []

@@ -277,7 +277,8 @@ class Observer:
         cid = _dynamo.current_compile_id()
         inner = self._entries_in(region, gm) if gm is not None else set()
         if self.traced is not None:
-            self.traced.add(region.name, gm)
+            target = region.plan.target
+            self.traced.add(region.name, target.owner if target.is_forward else None, gm)
         with self.lock:
             region.graphs += 1
             region.inner |= inner
@@ -491,8 +492,6 @@ class Observer:
         plans = [p for p in entered if p is not None]
         function = self.index.name_of(site, plans[-1] if plans else None)
         named = self._named(user, plans[-1] if plans else None)
-        if self.traced is not None:
-            self.traced.files.update(f.file for f in user)
         rule, allowed = self.govern(region, self._settings(eager, stack, entered))
         if not self.audit:
             allowed = not raised  # Dynamo itself decided
@@ -631,23 +630,73 @@ def _examples_dir() -> str:
 
 class Traced:
     """What ``policycompile suggest`` learns from each graph: the source files Dynamo traced
-    (``TracingContext.traced_code``) and, per compile entry, the ``nn.Module`` instances the
-    graph ran, by class (the paths of its nodes' ``nn_module_stack``)."""
+    (``TracingContext.traced_code``) and, per compile entry, the ``nn.Module`` classes that
+    ran in it and how many instances of each it holds.
+
+    A graph shows only the instances traced into it: where a graph break makes a layer a
+    frame of its own, every layer after the first reuses that frame's code and is never
+    traced. So where the entry is a module's forward, the instances are counted in the
+    entry's module itself (``named_modules``), for each class seen running in its graphs;
+    an entry that is a plain function counts the instances its graphs traced.
+    """
 
     def __init__(self) -> None:
         self.files: set[str] = set()
-        self.instances: dict[str, dict[type, set[str]]] = {}
+        #: region -> class -> {path: None} of its instances, in the entry's own module
+        self.held: dict[str, dict[type, dict[str, None]]] = {}
+        #: region -> classes seen running (in a graph, or as a compiled frame's ``self``)
+        self.seen: dict[str, set[type]] = {}
+        #: region -> class -> paths of the instances its graphs traced (entries without a
+        #: module of their own)
+        self.traced: dict[str, dict[type, set[str]]] = {}
 
-    def add(self, region: str, gm: Any) -> None:
+    def add(self, region: str, entry_class: Any, gm: Any) -> None:
+        """Learn from one graph of ``region``, whose entry is ``entry_class``'s forward
+        (None for a function)."""
+        import torch
         from torch._guards import TracingContext
 
         context = TracingContext.try_get()
         self.files.update(c.co_filename for c in getattr(context, "traced_code", None) or ())
-        classes = self.instances.setdefault(region, {})
+        seen = self.seen.setdefault(region, set())
+        root = _frame_self()
+        if isinstance(root, torch.nn.Module):
+            seen.add(type(root))
+            if entry_class is not None and type(root) is entry_class and region not in self.held:
+                held: dict[type, dict[str, None]] = {}
+                for path, module in root.named_modules(remove_duplicate=True):
+                    held.setdefault(type(module), {})[path] = None
+                self.held[region] = held
+        traced = self.traced.setdefault(region, {})
         for node in getattr(getattr(gm, "graph", None), "nodes", ()):
             for path, cls in (node.meta.get("nn_module_stack") or {}).values():
                 if isinstance(cls, type):
-                    classes.setdefault(cls, set()).add(str(path))
+                    seen.add(cls)
+                    traced.setdefault(cls, set()).add(_short(str(path)))
+
+    def instances(self, region: str) -> dict[type, list[str]]:
+        """Class -> the paths of its instances under ``region``, for the classes seen there."""
+        seen = self.seen.get(region, set())
+        held = self.held.get(region)
+        if held is not None:
+            return {cls: list(held[cls]) for cls in seen if cls in held}
+        return {cls: sorted(paths) for cls, paths in self.traced.get(region, {}).items()}
+
+
+def _frame_self() -> Any:
+    """``self`` of the frame Dynamo is compiling, if it has one."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+    except (ImportError, AttributeError):
+        return None
+    return (getattr(tx, "f_locals", None) or {}).get("self")
+
+
+def _short(path: str) -> str:
+    """``L['self'].transformer.h.0`` as ``transformer.h.0``."""
+    return re.sub(r"^L\['[^']*'\]\.?", "", path)
 
 
 def _without_prefix(stack: list[Frame], eager: list[Frame]) -> list[Frame]:

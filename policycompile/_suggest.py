@@ -175,6 +175,7 @@ class Findings:
     command: str  # the run, as the user gave it: "policycompile suggest train.py ARGS"
     breaks: list[tuple[str | None, BreakReport]]  # (the rule's name, the break)
     own_modules: list[str]  # the program's own modules whose code Dynamo traced
+    #: compile entry -> repeated module class -> its instances' paths ("" for a frame's own)
     instances: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     sites: dict[str, str] = field(default_factory=dict)  # program entry -> torch.compile site
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # program entry -> options
@@ -227,13 +228,7 @@ def collect(
             if name is not None
         }
     )
-    instances = {
-        region: {
-            f"{_module_name(cls.__module__)}.{cls.__qualname__}": sorted(paths)
-            for cls, paths in classes.items()
-        }
-        for region, classes in traced.instances.items()
-    }
+    instances = {region: _repeated(traced.instances(region)) for region in traced.seen}
     with observer.lock:
         base = {
             name
@@ -241,6 +236,30 @@ def collect(
             if not stats.plan.rules.get("compile", "").startswith("torch.compile at ")
         }
     return Findings(report, command, breaks, own, instances, dict(sites), dict(options), base)
+
+
+def _repeated(classes: Mapping[type, Sequence[str]]) -> dict[str, list[str]]:
+    """Class name -> the paths of its instances, for classes with at least
+    :data:`MIN_INSTANCES` instances, not torch's own (``Linear``), and not only inside
+    inside an instance of another such class (a layer's norm or MLP: the layer is the
+    region)."""
+    repeated = {
+        cls: paths
+        for cls, paths in classes.items()
+        if len(paths) >= MIN_INSTANCES and not cls.__module__.startswith("torch.")
+    }
+    out = {}
+    for cls, paths in repeated.items():
+        outer = [p for other, ps in repeated.items() if other is not cls for p in ps]
+        if any(any(p.startswith(o + ".") for o in outer if o) for p in paths):
+            continue
+        out[f"{_module_name(cls.__module__)}.{cls.__qualname__}"] = sorted(paths, key=_path_key)
+    return dict(sorted(out.items()))
+
+
+def _path_key(path: str) -> list[tuple[int, int | str]]:
+    """``h.10`` after ``h.9``."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.split(".")]
 
 
 @functools.cache
@@ -339,27 +358,15 @@ def _frames(breaks: Sequence[BreakReport]) -> str:
     return f"{n} compiled frame{'s' if n != 1 else ''}"
 
 
-def regional(findings: Findings) -> list[tuple[str, str, int, list[str]]]:
-    """(class, region, instances, paths) for each ``nn.Module`` class with at least
-    :data:`MIN_INSTANCES` instances in one compile entry's graphs, outermost only (a repeated
-    class inside another repeated class, such as a layer's MLP, is left to its layer), and
-    not torch's own modules (``Linear``)."""
-    out = []
+def regional(findings: Findings) -> list[tuple[str, str, list[str]]]:
+    """(class, compile entry, instance paths) of each repeated ``nn.Module`` class, by class;
+    a class repeated in several entries is named once, with the entry where it had most."""
+    best: dict[str, tuple[str, list[str]]] = {}
     for region, classes in sorted(findings.instances.items()):
-        repeated = {
-            cls: paths
-            for cls, paths in classes.items()
-            if len(paths) >= MIN_INSTANCES and not cls.startswith("torch.")
-        }
-        for cls, paths in sorted(repeated.items()):
-            inside = [
-                other
-                for other, outer in repeated.items()
-                if other != cls and all(any(p.startswith(o + ".") for o in outer) for p in paths)
-            ]
-            if not inside:
-                out.append((cls, region, len(paths), paths))
-    return out
+        for cls, paths in sorted(classes.items()):
+            if cls not in best or len(paths) > len(best[cls][1]):
+                best[cls] = (region, paths)
+    return [(cls, region, paths) for cls, (region, paths) in sorted(best.items())]
 
 
 def _recompile_notes(findings: Findings) -> list[str]:
@@ -463,10 +470,10 @@ def suggest(findings: Findings, *, out: str | None, base: str | None = None) -> 
     found = regional(findings)
     if found:
         regional_targets = _map()
-        for cls, region, count, paths in found:
+        for cls, region, paths in found:
             options = _entry_options(findings, region)
             regional_targets[cls] = _map([("compile", options or True)])
-            _comment(regional_targets, cls, _regional_note(findings, cls, region, count, paths), 6)
+            _comment(regional_targets, cls, _regional_note(findings, cls, region, paths), 6)
             if region in findings.base_entries and region not in regional_targets:
                 regional_targets[region] = _map([("compile", False)])
         profiles["regional"] = _map([("targets", regional_targets)])
@@ -489,9 +496,13 @@ def _entry_options(findings: Findings, region: str) -> Any:
     return _map(sorted(options.items())) if options else None
 
 
-def _regional_note(findings: Findings, cls: str, region: str, count: int, paths: list[str]) -> str:
-    shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
-    lines = [f"{MARK} {count} instances of {cls} run in each call of {region} ({shown})"]
+def _regional_note(findings: Findings, cls: str, region: str, paths: list[str]) -> str:
+    named = [p for p in paths if p]
+    shown = ", ".join(named[:3]) + (", ..." if len(named) > 3 else "")
+    lines = [
+        f"{MARK} {len(paths)} instances of {cls} ran under {region}"
+        + (f" ({shown})" if shown else "")
+    ]
     site = findings.sites.get(region)
     if site is not None:
         lines.append(
@@ -528,7 +539,27 @@ def read_for_update(path: str) -> Any:
     return doc
 
 
-def update(findings: Findings, path: str, policy: Any) -> tuple[str, list[str]]:
+def lenient_copy(path: str) -> str | None:
+    """A copy of the policy at ``path``, next to it, with ``strict: false``, for the run of
+    ``--update``: a rule naming a function that is gone is what the update marks, where
+    ``strict`` would stop the run at the import. None where the file is lenient already.
+    The copy keeps every line where it was, so reports point at the same lines."""
+    import tempfile
+
+    doc = read_for_update(path)
+    if doc.get("strict") is False:
+        return None
+    doc["strict"] = False
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix=".policycompile-update-", suffix=".yaml", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        _yaml().dump(doc, f)
+    return temp
+
+
+def update(
+    findings: Findings, path: str, policy: Any, *, applied: str | None = None
+) -> tuple[str, list[str]]:
     """``path``'s policy with the findings merged in, and what the user should know.
 
     Nothing written by hand is removed or changed: a rule that forbids an observed break
@@ -554,13 +585,14 @@ def update(findings: Findings, path: str, policy: Any) -> tuple[str, list[str]]:
     for name, breaks in by_rule.items():
         forbidden = [b for b in breaks if not b.allowed]
         for b in forbidden:
+            by = (b.rule or "").replace(os.path.abspath(applied or path), path)
             notes.append(
-                f"{shown_path(b.file)}:{b.line}: {b.reason}: forbidden by {b.rule}; left as written"
+                f"{shown_path(b.file)}:{b.line}: {b.reason}: forbidden by {by}; left as written"
             )
         if forbidden:
-            rule = _rule_pattern(forbidden[0].rule)
-            if rule is not None and _norm(rule) in names:
-                key = names[_norm(rule)]
+            pattern = _rule_pattern(forbidden[0].rule)
+            if pattern is not None and _norm(pattern) in names:
+                key = names[_norm(pattern)]
                 text = f"{MARK} forbids graph break(s) observed in {name}: {_reason(forbidden)}"
                 if text not in before:
                     _comment(targets, key, text, indent)
@@ -603,14 +635,14 @@ def update(findings: Findings, path: str, policy: Any) -> tuple[str, list[str]]:
             strict_targets[name] = _map([("error_on_graph_break", True)])
 
     # rules that matched nothing
+    ours = {os.path.abspath(p) for p in (path, applied or path)}
     for pattern, where in findings.report.unused_rules:
-        file = where.rpartition(":")[0]
-        if os.path.abspath(file) != os.path.abspath(path) or pattern not in targets:
+        if os.path.abspath(where.rpartition(":")[0]) not in ours or pattern not in targets:
             continue
         text = f"{MARK} {pattern} matched nothing in the last run"
         if text not in before:
             _comment(targets, pattern, text, indent)
-            notes.append(f"{where}: {pattern} matched nothing in the run")
+        notes.append(f"{path}: {pattern} matched nothing in the run")
     return _dump_update(doc), notes
 
 

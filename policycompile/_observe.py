@@ -491,7 +491,9 @@ class Observer:
         entered = self.index.entered(stack, self.wrappers)
         plans = [p for p in entered if p is not None]
         function = self.index.name_of(site, plans[-1] if plans else None)
-        named = self._named(user, plans[-1] if plans else None)
+        # a break in a lambda or closure: the innermost function a rule can name, traced or
+        # eager around the compile, is where a rule decides it
+        named = self._named([*eager, *user], plans[-1] if plans else None)
         rule, allowed = self.govern(region, self._settings(eager, stack, entered))
         if not self.audit:
             allowed = not raised  # Dynamo itself decided
@@ -512,11 +514,11 @@ class Observer:
                 event.tests.append(self.current_test)
         self._changed()
 
-    def _named(self, user: list[Frame], around: Any) -> str | None:
-        """The innermost frame of ``user`` in a function a rule can name: one the index knows
+    def _named(self, frames: list[Frame], around: Any) -> str | None:
+        """The innermost of ``frames`` in a function a rule can name: one the index knows
         by its qualified name (not a closure or lambda), outside torch and policycompile."""
         skip = _internal_dirs()
-        for frame in reversed(user):
+        for frame in reversed(frames):
             if frame.file.startswith(skip) and not frame.file.startswith(_examples_dir()):
                 continue
             if self.index.code_of(frame) is not None:

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import PolicyError, PolicySyntaxError, Position
-from ._observe import ObservedBackend, Observer, Traced, _examples_dir, _internal_dirs
+from ._observe import (
+    _RESUME,
+    ObservedBackend,
+    Observer,
+    Traced,
+    _examples_dir,
+    _internal_dirs,
+)
 from ._patch import Plan
 from ._report import BreakReport, Report
 from ._targets import Kind, Target, policy_module_name
@@ -353,9 +360,25 @@ def _reason(breaks: Sequence[BreakReport]) -> str:
     return "graph break: " + "; ".join(seen)
 
 
-def _frames(breaks: Sequence[BreakReport]) -> str:
+def _unnamed(b: BreakReport) -> str:
+    """The function of a break as a reader finds it: ``lam.py:<lambda>`` where a rule
+    cannot name it (Dynamo's resume functions by the function they continue)."""
+    if not _UNNAMED.search(b.function):
+        return b.function
+    name = b.function.rsplit(":", 1)[-1]
+    resume = _RESUME.match(name)
+    return f"{shown_path(b.file)}:{resume['name'] if resume else name}"
+
+
+def _observed(name: str, breaks: Sequence[BreakReport]) -> str:
+    """Where a break rule came from: how often, and the code it covers that no rule of its
+    own can (a lambda or closure it calls or compiles, torch's own functions)."""
     n = sum(b.count for b in breaks)
-    return f"{n} compiled frame{'s' if n != 1 else ''}"
+    text = f"{MARK} graph break(s) observed in {n} compiled frame{'s' if n != 1 else ''}"
+    elsewhere = sorted({_unnamed(b) for b in breaks if b.function != name})
+    if elsewhere:
+        text += f", in code it runs that no rule of its own can name: {', '.join(elsewhere)}"
+    return text
 
 
 def regional(findings: Findings) -> list[tuple[str, str, list[str]]]:
@@ -456,7 +479,7 @@ def suggest(findings: Findings, *, out: str | None, base: str | None = None) -> 
         )
     for name, breaks in by_rule.items():
         targets[name] = _map([("error_on_graph_break", False), ("reason", _reason(breaks))])
-        _comment(targets, name, f"{MARK} graph break(s) observed in {_frames(breaks)}", 2)
+        _comment(targets, name, _observed(name, breaks), 2)
     profiles = doc["profiles"] = _map()
     strict = profiles["strict"] = _map()
     strict["targets"] = _map((name, _map([("error_on_graph_break", True)])) for name in by_rule)
@@ -593,15 +616,18 @@ def update(
             pattern = _rule_pattern(forbidden[0].rule)
             if pattern is not None and _norm(pattern) in names:
                 key = names[_norm(pattern)]
-                text = f"{MARK} forbids graph break(s) observed in {name}: {_reason(forbidden)}"
-                if text not in before:
+                text = (
+                    f"{MARK} forbids graph break(s) observed in {name}: {_reason(forbidden)}\n"
+                    f"  to allow them, add:  {name}: {{error_on_graph_break: false}}"
+                )
+                if text.splitlines()[0] not in before:
                     _comment(targets, key, text, indent)
             continue
         if name in names:
             continue  # a rule of its own is there: what it says stands
         targets[name] = _map([("error_on_graph_break", False), ("reason", _reason(breaks))])
         names[name] = name
-        _comment(targets, name, f"{MARK} graph break(s) observed in {_frames(breaks)}", indent)
+        _comment(targets, name, _observed(name, breaks), indent)
 
     # own modules no rule governs yet
     for module in findings.own_modules:

@@ -491,9 +491,9 @@ class Observer:
         entered = self.index.entered(stack, self.wrappers)
         plans = [p for p in entered if p is not None]
         function = self.index.name_of(site, plans[-1] if plans else None)
-        # a break in a lambda or closure: the innermost function a rule can name, traced or
-        # eager around the compile, is where a rule decides it
-        named = self._named([*eager, *user], plans[-1] if plans else None)
+        # a break in a lambda or closure: the innermost function a rule can name on its
+        # stack (Dynamo's stack starts at the program's frames around the compile)
+        named = self._named(user, plans[-1] if plans else None)
         rule, allowed = self.govern(region, self._settings(eager, stack, entered))
         if not self.audit:
             allowed = not raised  # Dynamo itself decided

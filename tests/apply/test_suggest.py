@@ -370,13 +370,19 @@ def test_update_keeps_the_hand_edits(tmp_path: Path) -> None:
     assert "#   to allow them, add:  breaks.noisy: {error_on_graph_break: false}" in updated
     assert _cli(tmp_path, "validate", "policy.yaml").returncode == 0
 
+    # the marked rule still stops a run, as strict says, until the team removes it
+    done = _cli(tmp_path, "run", "policy.yaml", "breaks.py")
+    assert done.returncode == 1
+    assert re.search(r"policy\.yaml:\d+:\d+: error: .*helpers\.old_name", done.stderr)
+    (tmp_path / "lenient.yaml").write_text(updated + "strict: false\n", encoding="utf-8")
+
     # never loosened: what the file forbade stays forbidden, and nothing else is
-    args = ["run", "policy.yaml", "--audit", "--report-json", "r.json", "breaks.py"]
+    args = ["run", "lenient.yaml", "--audit", "--report-json", "r.json", "breaks.py"]
     assert _cli(tmp_path, *args).returncode == 4
     violations = _report(tmp_path / "r.json")["violations"]
     assert sorted(v["function"] for v in violations) == ["breaks.branch", "breaks.noisy"]
     # and the strict profile lists every break torch logs
-    args = ["run", "policy.yaml", "--profile", "strict", "--audit", "--report-json", "r.json"]
+    args = ["run", "lenient.yaml", "--profile", "strict", "--audit", "--report-json", "r.json"]
     assert _cli(tmp_path, *args, "breaks.py").returncode == 4
     assert _sites(_report(tmp_path / "r.json")["violations"]) == expected
 

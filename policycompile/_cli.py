@@ -584,8 +584,14 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    folder = os.path.dirname(os.path.abspath(target))
+    if target != "-" and not os.path.isdir(folder):
+        print(f"policycompile suggest: cannot write {target}: no folder {folder}", file=sys.stderr)
+        return EXIT_USAGE
     if args.update:
-        _suggest.read_for_update(args.update)  # bad YAML: a located error before the run
+        # an invalid policy: its located error before the run, and the file left alone
+        load(args.update, profile="")
+        _suggest.read_for_update(args.update)
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="policycompile-"))
         policy_file = args.base
@@ -639,7 +645,14 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
         if target == "-":
             out.write(text)
         else:
-            _suggest.write_checked(text, target)
+            try:
+                _suggest.write_checked(text, target)
+            except OSError as exc:
+                print(
+                    f"policycompile suggest: cannot write {target}: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
             print(
                 f"policycompile suggest: wrote {target} "
                 f"({len(findings.breaks)} graph break site(s), "

@@ -574,7 +574,10 @@ def lenient_copy(path: str) -> str | None:
         return None
     doc["strict"] = False
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=".policycompile-update-", suffix=".yaml", dir=folder)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=".policycompile-update-", suffix=".yaml", dir=folder)
+    except OSError:
+        return None  # a folder we cannot write to: the run applies the file as it is
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         _yaml().dump(doc, f)
     return temp

@@ -9,6 +9,7 @@ policy, and the layer count of the model's own ``named_modules``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -440,6 +441,20 @@ def test_usage_errors_change_nothing(tmp_path: Path) -> None:
     assert re.search(r"bad\.yaml:\d+:\d+: error: invalid YAML", done.stderr), done.stderr
     assert "Traceback" not in done.stderr
     assert bad.read_text(encoding="utf-8") == "version: 1\ntargets:\n  a: [1\n"
+    # an exact duplicate key, and a FIFO: located errors, nothing run
+    _write(
+        tmp_path, "dup.yaml", "version: 1\ntargets:\n  a: {disable: true}\n  a: {disable: true}\n"
+    )
+    done = _cli(tmp_path, "suggest", "--update", "dup.yaml", "breaks.py")
+    assert done.returncode == 1
+    assert "dup.yaml:4:3: error: duplicate key 'a'" in done.stderr
+    os.mkfifo(tmp_path / "fifo.yaml")
+    done = _cli(tmp_path, "suggest", "--update", "fifo.yaml", "breaks.py")
+    assert (done.returncode, "FIFO" in done.stderr) == (1, True)
+    done = _cli(tmp_path, "suggest", "-o", "missing/s.yaml", "breaks.py")
+    assert done.returncode == 2
+    assert "cannot write missing/s.yaml: no folder" in done.stderr
+    assert "graph break" not in done.stderr  # refused before the program ran
     assert not (tmp_path / "s.yaml").exists()
 
 

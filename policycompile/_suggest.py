@@ -134,8 +134,10 @@ def _entry(model: Any) -> tuple[str, Target] | None:
     ``nn.Module`` (its class's forward) or a module's bound ``_call_impl`` (``m.compile()``)."""
     import torch
 
-    owner = getattr(model, "__self__", None)
-    if isinstance(model, torch.nn.Module) or isinstance(owner, torch.nn.Module):
+    owner = getattr(model, "__self__", None)  # m._call_impl from m.compile(), m.method
+    calls = getattr(getattr(model, "__func__", None), "__name__", None)
+    whole = isinstance(owner, torch.nn.Module) and calls in ("_call_impl", "__call__", "forward")
+    if isinstance(model, torch.nn.Module) or whole:
         cls = type(model if isinstance(model, torch.nn.Module) else owner)
         forward = getattr(cls, "forward", None)
         if not isinstance(forward, types.FunctionType):
@@ -154,8 +156,11 @@ def _entry(model: Any) -> tuple[str, Target] | None:
     return target.display, target
 
 
-def _module_name(name: str) -> str:
-    module = sys.modules.get(name)
+def _module_name(name: str, main: types.ModuleType | None = None) -> str:
+    """A module's name as policies give it (``train``, not ``__main__``); ``main`` is the
+    program's main module, once the runner has put the interpreter's back."""
+    module = main if main is not None and name in ("__main__", "__mp_main__") else None
+    module = module or sys.modules.get(name)
     return (policy_module_name(module) if module is not None else None) or name
 
 
@@ -235,7 +240,7 @@ def collect(
             if name is not None
         }
     )
-    instances = {region: _repeated(traced.instances(region)) for region in traced.seen}
+    instances = {region: _repeated(traced.instances(region), main) for region in traced.seen}
     with observer.lock:
         base = {
             name
@@ -245,7 +250,9 @@ def collect(
     return Findings(report, command, breaks, own, instances, dict(sites), dict(options), base)
 
 
-def _repeated(classes: Mapping[type, Sequence[str]]) -> dict[str, list[str]]:
+def _repeated(
+    classes: Mapping[type, Sequence[str]], main: types.ModuleType | None
+) -> dict[str, list[str]]:
     """Class name -> the paths of its instances, for classes with at least
     :data:`MIN_INSTANCES` instances, not torch's own (``Linear``), and not only inside
     inside an instance of another such class (a layer's norm or MLP: the layer is the
@@ -260,7 +267,8 @@ def _repeated(classes: Mapping[type, Sequence[str]]) -> dict[str, list[str]]:
         outer = [p for other, ps in repeated.items() if other is not cls for p in ps]
         if any(any(p.startswith(o + ".") for o in outer if o) for p in paths):
             continue
-        out[f"{_module_name(cls.__module__)}.{cls.__qualname__}"] = sorted(paths, key=_path_key)
+        module = _module_name(cls.__module__, main)
+        out[f"{module}.{cls.__qualname__}"] = sorted(paths, key=_path_key)
     return dict(sorted(out.items()))
 
 

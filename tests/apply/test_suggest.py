@@ -425,6 +425,81 @@ def test_pytest_plugin_suggests_from_a_test_session(pytester: pytest.Pytester) -
     assert {v["function"] for v in violations} == allowed
 
 
+FORMS = """
+import functools
+import torch
+import torch.nn as nn
+
+@torch.compile(backend="eager", dynamic=False)
+def deco(x):
+    torch._dynamo.graph_break()
+    return x + 1
+
+@torch.compile
+def bare(x):
+    return x * 2
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+    def forward(self, x):
+        return self.l(x).relu()
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block() for _ in range(3)])
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+    def score(self, x):
+        return self(x).sum()
+
+def main():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    out = [deco(x)]
+    net = Net()
+    net.compile(backend="eager")
+    out.append(net(x))
+    out.append(torch.compile(net.score, backend="eager")(x))
+    out.append(torch.compile(functools.partial(torch.add, other=1), backend="eager")(x))
+    try:
+        torch.compile(bare, mode="default", options={"a": 1})
+    except RuntimeError as e:
+        print("refused:", e)
+    print([round(float(o.sum()), 4) for o in out])
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_every_form_of_the_programs_own_compile(tmp_path: Path) -> None:
+    """The program's torch.compile as a decorator with and without options, ``m.compile()``,
+    a bound method, a partial and a call torch refuses: the program prints what it prints
+    plainly, and each entry is a region under its qualified name."""
+    _write(tmp_path, "forms.py", FORMS)
+    plain = python("forms.py", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "refused: Either mode or options" in plain.stdout
+    done = _cli(tmp_path, "suggest", "-o", "s.yaml", "--report-json", "r.json", "forms.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == plain.stdout
+    regions = {r["name"]: r for r in _report(tmp_path / "r.json")["regions"]}
+    assert set(regions) == {"forms.deco", "forms.Net.forward", "forms.Net.score"}
+    lines = (tmp_path / "forms.py").read_text(encoding="utf-8").splitlines()
+    calls = {"forms.deco": "@torch.compile(backend", "forms.Net.forward": "net.compile("}
+    for region, call in calls.items():
+        line = next(i for i, text in enumerate(lines, 1) if call in text)
+        assert regions[region]["rule"] == f"torch.compile at forms.py:{line}"
+    doc = yaml.safe_load((tmp_path / "s.yaml").read_text(encoding="utf-8"))
+    assert doc["targets"]["forms.deco"]["error_on_graph_break"] is False
+    assert set(doc["profiles"]["regional"]["targets"]) == {"forms.Block"}
+
+
 def test_usage_errors_change_nothing(tmp_path: Path) -> None:
     _write(tmp_path, "breaks.py", BREAKS)
     existing = _write(tmp_path, "policy.yaml", "version: 1\ntargets: {}\n")

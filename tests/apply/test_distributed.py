@@ -280,3 +280,25 @@ def test_rank_without_policycompile_is_named_within_the_timeout(tmp_path: Path) 
     assert done.returncode != 0
     assert "rank(s) 1 sent no policy within 3 s" in output, output[-4000:]
     assert elapsed < 60, elapsed
+
+
+def test_suggest_on_ranks_writes_one_policy_from_every_rank(tmp_path: Path) -> None:
+    """``policycompile suggest`` under torchrun: rank 0 writes the policy once, from the
+    report merged across ranks, so a break only rank 1 has gets its rule; the job under the
+    suggestion's strict profile in audit lists that break."""
+    _project(tmp_path)
+    ours = ["suggest", "-o", "s.yaml", "--base", "p.yaml", "train.py"]
+    done = _torchrun(tmp_path, 2, "-m", "policycompile", *ours)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert output.count("policycompile suggest: wrote s.yaml") == 1
+    text = (tmp_path / "s.yaml").read_text(encoding="utf-8")
+    assert "\n  blocks.maybe_break:\n    error_on_graph_break: false\n" in text
+    assert "\n      blocks.maybe_break:\n        error_on_graph_break: true\n" in text
+
+    report = tmp_path / "report.json"
+    ours = ["run", "s.yaml", "--profile", "strict", "--audit", "--report-json", str(report)]
+    done = _torchrun(tmp_path, 2, "-m", "policycompile", *ours, "train.py")
+    assert done.returncode != 0
+    (violation,) = json.loads(report.read_text())["violations"]
+    assert (violation["function"], violation["ranks"]) == ("blocks.maybe_break", [1])

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import python
+
 ROOT = Path(__file__).parent.parent
 SERVER = ROOT / "tools" / "node_modules" / "yaml-language-server" / "bin" / "yaml-language-server"
 SCHEMA = ROOT / "schemas" / "policy.schema.json"
@@ -234,3 +236,23 @@ def test_completion_offers_every_target_key(server: LanguageServer, tmp_path: Pa
     described = labels["nested_compile_region"].get("documentation")
     text_of = described.get("value", "") if isinstance(described, dict) else str(described or "")
     assert "torch.compiler.nested_compile_region" in text_of
+
+
+def test_suggested_policy_is_checked_through_its_modeline(
+    server: LanguageServer, tmp_path: Path
+) -> None:
+    """``policycompile suggest`` writes a modeline the editor follows: the file as written
+    has no diagnostic, and a misspelt key in it gets one (the schema was found)."""
+    from tests.apply.test_suggest import BREAKS
+
+    (tmp_path / "breaks.py").write_text(BREAKS, encoding="utf-8")
+    (tmp_path / "conf").mkdir()
+    done = python("-m", "policycompile", "suggest", "-o", "conf/s.yaml", "breaks.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = tmp_path / "conf" / "s.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert server.diagnostics(path, text, want_errors=False) == []
+    bad = text.replace("error_on_graph_break: false", "error_on_graph_brake: false", 1)
+    wrong = tmp_path / "conf" / "wrong.yaml"
+    diags = server.diagnostics(wrong, bad, want_errors=True)
+    assert any("error_on_graph_brake" in d["message"] for d in diags), diags

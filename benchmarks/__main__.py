@@ -19,6 +19,7 @@ from benchmarks import (
     overhead,
     regional,
     resolver,
+    suggest,
 )
 from benchmarks._harness import Timing
 
@@ -31,6 +32,7 @@ BENCHES = {
     "regional": regional,
     "distributed": distributed,
     "nested": nested,
+    "suggest": suggest,
 }
 
 

@@ -477,6 +477,50 @@ if __name__ == "__main__":
 """
 
 
+SHAPES = """
+import torch
+from torch._dynamo.utils import counters
+
+def step(x):
+    return (x * 2).sum()
+
+def main():
+    for n in (4, 8, 16):
+        step(torch.ones(n))
+    print("graphs", counters["stats"]["unique_graphs"])
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+SHAPES_BASE = """
+version: 1
+compile: {backend: eager}
+targets:
+  shapes.step:
+    compile: true
+"""
+
+
+def test_recompile_of_a_base_entry_gets_a_dynamic_rule(tmp_path: Path) -> None:
+    """A compile entry of ``--base`` that recompiles for a new shape: the note names the
+    guard and the rule to add; with that rule added, torch compiles one graph, not two."""
+    _write(tmp_path, "shapes.py", SHAPES)
+    _write(tmp_path, "base.yaml", SHAPES_BASE)
+    done = _cli(tmp_path, "run", "base.yaml", "shapes.py")
+    assert "graphs 2" in done.stdout, done.stderr[-3000:]
+    _suggested(tmp_path, "--base", "base.yaml", "shapes.py")
+    text = (tmp_path / "s.yaml").read_text(encoding="utf-8")
+    assert "guard failed: tensor 'x' size mismatch at index 0. expected 4, actual 8" in text
+    found = re.search(r"consider the rule  (shapes\.step: \{compile: \{dynamic: true\}\})", text)
+    assert found, text
+    _write(tmp_path, "dynamic.yaml", f"version: 1\nextends: [s.yaml]\ntargets:\n  {found[1]}\n")
+    done = _cli(tmp_path, "run", "dynamic.yaml", "shapes.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "graphs 1" in done.stdout
+
+
 def test_every_form_of_the_programs_own_compile(tmp_path: Path) -> None:
     """The program's torch.compile as a decorator with and without options, ``m.compile()``,
     a bound method, a partial and a call torch refuses: the program prints what it prints

@@ -261,6 +261,8 @@ def test_transformers_model(tmp_path: Path) -> None:
     expected = _torch_breaks(tmp_path, str(script))
     doc = _suggested(tmp_path, "gpt2run.py")
     text = (tmp_path / "s.yaml").read_text(encoding="utf-8")
+    # own code only: transformers and torch, traced too, are installed packages
+    assert set(doc["targets"]) == {"gpt2run", "gpt2run.step"}
     assert doc["targets"]["gpt2run"] == {"error_on_graph_break": True}
     assert doc["targets"]["gpt2run.step"]["error_on_graph_break"] is False
     block = "transformers.models.gpt2.modeling_gpt2.GPT2Block"
@@ -414,6 +416,16 @@ def test_pytest_plugin_suggests_from_a_test_session(pytester: pytest.Pytester) -
     doc = yaml.safe_load(text)
     allowed = {k for k, v in doc["targets"].items() if v.get("error_on_graph_break") is False}
     assert allowed == {"breaks.host_sync", "breaks.branch", "breaks.explicit"}
+
+    # with a base that forbids the breaks: they are findings, the session still passes
+    pytester.makefile(
+        ".yaml", base="version: 1\ntargets:\n  breaks: {error_on_graph_break: true}\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "--policy", "base.yaml", "--policy-suggest", "t.yaml", *quiet
+    )
+    assert result.ret == pytest.ExitCode.OK
+    assert "extends:\n  - base.yaml\n" in (pytester.path / "t.yaml").read_text(encoding="utf-8")
 
     # the same session under the suggestion passes; under strict audit it fails, with them
     result = pytester.runpytest_subprocess("--policy", "s.yaml", *quiet)

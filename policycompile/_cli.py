@@ -640,6 +640,12 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
         else:
             text = _suggest.suggest(findings, out=None if target == "-" else target, base=args.base)
             notes = []
+        if findings.unnamed:
+            notes.append(
+                f"{len(findings.unnamed)} graph break(s) in code no rule can name; the "
+                "policy's header lists them (run a script whose name is not an identifier "
+                "as -m, or give the lambda a name)"
+            )
         for note in notes:
             print(f"policycompile suggest: {note}", file=sys.stderr)
         if target == "-":

@@ -46,6 +46,8 @@ MIN_INSTANCES = 2
 #: The guard failures that say a tensor's shape changed (Dynamo's wording, torch 2.9-2.13).
 _SHAPE = re.compile(r"size mismatch|stride mismatch|\.size\(\)|\bdim\b|rank", re.I)
 _UNNAMED = re.compile(r"[/\\<:]")
+#: what a rule can name: identifiers joined by dots (not ``train-model``, not ``<locals>``)
+_NAMEABLE = re.compile(r"^[^\W\d]\w*(\.[^\W\d]\w*)*$")
 _COMPILE_ID = re.compile(r"^\[?\d+/\d+\]?:\s*")
 _OBJECT_ID = re.compile(r"(?<![.\d])\d{9,}\b")
 
@@ -104,6 +106,9 @@ class ProgramCompiles:
         ours = isinstance(given.get("backend"), ObservedBackend)
         if found is None or given.get("disable") or ours:
             return real(*args, **kwargs)
+        torch_itself = sys._getframe(2).f_code.co_filename.startswith(_internal_dirs()[0])
+        if torch_itself and not found[1].is_forward:
+            return real(*args, **kwargs)  # torch compiling for itself; m.compile() is the user's
         if given.get("mode") is not None and given.get("options") is not None:
             return real(*args, **kwargs)  # torch says why that is refused
         name, target = found
@@ -144,7 +149,8 @@ def _entry(model: Any) -> tuple[str, Target] | None:
             return None
         module = _module_name(cls.__module__)
         name = f"{module}:{cls.__qualname__}.forward"
-        target = Target(name, cls, "forward", forward, forward, Kind.METHOD, module, True)
+        kind = Kind.METHOD
+        target = Target(name, cls, "forward", forward, forward, kind, module, is_forward=True)
         return target.display, target
     func = getattr(model, "__func__", model)
     if not isinstance(func, types.FunctionType):
@@ -229,7 +235,7 @@ def collect(
     for b in report.graph_breaks:
         key = (b.function, b.file, b.line, b.reason)
         name = named[key] if key in named else (None if _UNNAMED.search(b.function) else b.function)
-        breaks.append((name, b))
+        breaks.append((name if name is not None and _NAMEABLE.match(name) else None, b))
     breaks.sort(key=lambda nb: _break_order(nb[1]))
     main_dir = os.path.dirname(getattr(main, "__file__", None) or "") or None
     files = set(traced.files) | {b.file for b in report.graph_breaks}
@@ -237,7 +243,7 @@ def collect(
         {
             name
             for name in (_module_of(f, main) for f in files if _is_own(f, main_dir))
-            if name is not None
+            if name is not None and _NAMEABLE.match(name)
         }
     )
     instances = {region: _repeated(traced.instances(region), main) for region in traced.seen}
@@ -267,8 +273,9 @@ def _repeated(
         outer = [p for other, ps in repeated.items() if other is not cls for p in ps]
         if any(any(p.startswith(o + ".") for o in outer if o) for p in paths):
             continue
-        module = _module_name(cls.__module__, main)
-        out[f"{module}.{cls.__qualname__}"] = sorted(paths, key=_path_key)
+        name = f"{_module_name(cls.__module__, main)}.{cls.__qualname__}"
+        if _NAMEABLE.match(name):  # a class made in a function (<locals>) has no rule name
+            out[name] = sorted(paths, key=_path_key)
     return dict(sorted(out.items()))
 
 
@@ -446,7 +453,8 @@ def _header(findings: Findings, schema: str) -> str:
         "#   pytest --policy POLICY --policy-profile strict --policy-audit ...",
     ]
     if findings.unnamed:
-        lines.append("# Graph breaks in functions no rule can name (closures, lambdas):")
+        lines.append("# Graph breaks in code no rule can name (a lambda compiled at top level, a")
+        lines.append("# module whose name is not an identifier such as train-model.py):")
         lines += [f"#   {shown_path(b.file)}:{b.line}: {b.reason}" for b in findings.unnamed]
     notes = _recompile_notes(findings)
     if notes:
@@ -495,7 +503,7 @@ def suggest(findings: Findings, *, out: str | None, base: str | None = None) -> 
         profiles,
         "strict",
         f"{MARK} for CI: every graph break the run observed is an error"
-        + ("" if by_rule else " (none was observed)"),
+        + ("" if by_rule else " (none was observed)" if not findings.breaks else " (none named)"),
         2,
     )
     found = regional(findings)

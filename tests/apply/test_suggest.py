@@ -478,6 +478,8 @@ def main():
     out.append(net(x))
     out.append(torch.compile(net.score, backend="eager")(x))
     out.append(torch.compile(functools.partial(torch.add, other=1), backend="eager")(x))
+    # torch.cond run eagerly: torch compiles for itself, which is not the program's entry
+    out.append(torch.cond(x.sum() > 0, lambda t: t + 1, lambda t: t - 1, (x,)))
     try:
         torch.compile(bare, mode="default", options={"a": 1})
     except RuntimeError as e:
@@ -536,7 +538,8 @@ def test_recompile_of_a_base_entry_gets_a_dynamic_rule(tmp_path: Path) -> None:
 def test_every_form_of_the_programs_own_compile(tmp_path: Path) -> None:
     """The program's torch.compile as a decorator with and without options, ``m.compile()``,
     a bound method, a partial and a call torch refuses: the program prints what it prints
-    plainly, and each entry is a region under its qualified name."""
+    plainly, and each entry is a region under its qualified name; torch's own use of
+    torch.compile (an eager ``torch.cond``) is not one."""
     _write(tmp_path, "forms.py", FORMS)
     plain = python("forms.py", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr[-3000:]
@@ -629,3 +632,17 @@ def test_a_failing_program_and_an_unnamed_function(tmp_path: Path) -> None:
     args = ["run", "s.yaml", "--profile", "strict", "--audit", "--report-json", "r.json"]
     assert _cli(tmp_path, *args, "lam.py").returncode == 3  # the program's own status first
     assert len(_report(tmp_path / "r.json")["violations"]) == 2
+
+
+def test_a_script_whose_name_no_rule_can_give(tmp_path: Path) -> None:
+    """``train-model.py`` runs as module ``train-model``, which no pattern can spell: the
+    breaks are listed in the header, the command says so, and the file still validates
+    (a rule with that name would not)."""
+    _write(tmp_path, "train-model.py", BREAKS)
+    done = _cli(tmp_path, "suggest", "-o", "s.yaml", "train-model.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 graph break(s) in code no rule can name" in done.stderr
+    text = (tmp_path / "s.yaml").read_text(encoding="utf-8")
+    assert re.search(r"#   train-model\.py:\d+: Data-dependent branching", text)
+    assert yaml.safe_load(text)["targets"] == {}
+    assert _cli(tmp_path, "validate", "s.yaml").returncode == 0

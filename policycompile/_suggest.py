@@ -44,7 +44,7 @@ MARK = "suggest:"
 #: A class is suggested as a regional compile entry from this many instances per step.
 MIN_INSTANCES = 2
 #: The guard failures that say a tensor's shape changed (Dynamo's wording, torch 2.9-2.13).
-_SHAPE = re.compile(r"size mismatch|stride mismatch|\.size\(\)|\bdim\b|rank", re.I)
+_SHAPE = re.compile(r"(size|stride|rank) mismatch|\.size\(\)")
 _UNNAMED = re.compile(r"[/\\<:]")
 #: what a rule can name: identifiers joined by dots (not ``train-model``, not ``<locals>``)
 _NAMEABLE = re.compile(r"^[^\W\d]\w*(\.[^\W\d]\w*)*$")
@@ -248,11 +248,7 @@ def collect(
     )
     instances = {region: _repeated(traced.instances(region), main) for region in traced.seen}
     with observer.lock:
-        base = {
-            name
-            for name, stats in observer.regions.items()
-            if not stats.plan.rules.get("compile", "").startswith("torch.compile at ")
-        }
+        base = set(observer.regions) - set(sites)  # the policy's own compile entries
     return Findings(report, command, breaks, own, instances, dict(sites), dict(options), base)
 
 
@@ -260,9 +256,8 @@ def _repeated(
     classes: Mapping[type, Sequence[str]], main: types.ModuleType | None
 ) -> dict[str, list[str]]:
     """Class name -> the paths of its instances, for classes with at least
-    :data:`MIN_INSTANCES` instances, not torch's own (``Linear``), and not only inside
-    inside an instance of another such class (a layer's norm or MLP: the layer is the
-    region)."""
+    :data:`MIN_INSTANCES` instances, not torch's own (``Linear``), and none of them inside
+    an instance of another such class (a layer's norm or MLP: the layer is the region)."""
     repeated = {
         cls: paths
         for cls, paths in classes.items()
@@ -463,14 +458,18 @@ def _header(findings: Findings, schema: str) -> str:
     return "\n".join(lines)
 
 
+def _folder(out: str | None) -> str:
+    """Where paths in the written file are relative to: its folder (standard output: here)."""
+    return os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
+
+
 def schema_ref(out: str | None) -> str:
     """The policy schema's path as the modeline gives it: relative to the written file."""
     from ._schema import schema_path
 
     path = str(schema_path())
-    start = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
     try:
-        return os.path.relpath(path, start)
+        return os.path.relpath(path, _folder(out))
     except ValueError:  # another drive (Windows)
         return path
 
@@ -480,8 +479,7 @@ def suggest(findings: Findings, *, out: str | None, base: str | None = None) -> 
     doc = _map()
     doc["version"] = 1
     if base is not None:
-        start = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
-        doc["extends"] = [os.path.relpath(os.path.abspath(base), start)]
+        doc["extends"] = [os.path.relpath(os.path.abspath(base), _folder(out))]
     targets = doc["targets"] = _map()
     by_rule = findings.by_rule()
     for module in findings.own_modules:

@@ -588,6 +588,9 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
     if target != "-" and not os.path.isdir(folder):
         print(f"policycompile suggest: cannot write {target}: no folder {folder}", file=sys.stderr)
         return EXIT_USAGE
+    if target != "-" and os.path.isdir(target):
+        print(f"policycompile suggest: cannot write {target}: it is a folder", file=sys.stderr)
+        return EXIT_USAGE
     if args.update:
         # an invalid policy: its located error before the run, and the file left alone
         load(args.update, profile="")
@@ -620,6 +623,10 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
             handle.undo()
         if isinstance(outcome, int):
             return outcome
+        if outcome.report is not None:
+            # the report names the policy the user gave, not the run's scratch files
+            shown = args.update or args.base or "(no policy)"
+            outcome = replace(outcome, report=replace(outcome.report, policy_path=shown))
         _print_report(outcome.report, args)
         status = _finish_ranks(handle, replace(outcome, violations=0), audit=False)
         if outcome.report is None:

@@ -91,6 +91,9 @@ def _suggested(tmp_path: Path, *args: str, out: str = "s.yaml") -> dict[str, Any
     done = _cli(tmp_path, "suggest", "-o", out, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"wrote {out}" in done.stderr
+    # the report names the policy the user gave, not the run's scratch files
+    base = args[args.index("--base") + 1] if "--base" in args else "(no policy)"
+    assert f"policycompile report (audit): {base}, torch" in done.stderr, done.stderr[-3000:]
     loaded: dict[str, Any] = yaml.safe_load((tmp_path / out).read_text(encoding="utf-8"))
     return loaded
 
@@ -352,6 +355,7 @@ def test_update_keeps_the_hand_edits(tmp_path: Path) -> None:
 
     done = _cli(tmp_path, "suggest", "--update", "policy.yaml", "breaks.py")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "policycompile report (audit): policy.yaml, torch" in done.stderr
     assert "forbidden by breaks.branch (policy.yaml:" in done.stderr
     assert "forbidden by breaks (policy.yaml:" in done.stderr
     assert "helpers.old_name matched nothing" in done.stderr
@@ -590,6 +594,11 @@ def test_usage_errors_change_nothing(tmp_path: Path) -> None:
     assert "cannot write missing/s.yaml: no folder" in done.stderr
     assert "graph break" not in done.stderr  # refused before the program ran
     assert not (tmp_path / "s.yaml").exists()
+    (tmp_path / "folder.yaml").mkdir()
+    done = _cli(tmp_path, "suggest", "-o", "folder.yaml", "breaks.py")
+    assert done.returncode == 2
+    assert "cannot write folder.yaml: it is a folder" in done.stderr
+    assert "graph break" not in done.stderr
 
 
 def test_a_failing_program_and_an_unnamed_function(tmp_path: Path) -> None:

@@ -651,7 +651,7 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
             notes.append(
                 f"{len(findings.unnamed)} graph break(s) in code no rule can name; the "
                 "policy's header lists them (run a script whose name is not an identifier "
-                "as -m, or give the lambda a name)"
+                "as -m, give the lambda a name, define exec()'d code in a module)"
             )
         for note in notes:
             print(f"policycompile suggest: {note}", file=sys.stderr)

@@ -155,7 +155,9 @@ def _entry(model: Any) -> tuple[str, Target] | None:
     func = getattr(model, "__func__", model)
     if not isinstance(func, types.FunctionType):
         return None
-    module = _module_name(func.__module__)
+    # code made by exec() without a __name__ has no module: its file names it (<string>)
+    owned = func.__module__
+    module = _module_name(owned) if isinstance(owned, str) else func.__code__.co_filename
     name = f"{module}:{func.__qualname__}"
     kind = Kind.FUNCTION if "." not in func.__qualname__ else Kind.METHOD
     target = Target(name, sys.modules.get(func.__module__), func.__name__, func, func, kind, module)
@@ -448,8 +450,8 @@ def _header(findings: Findings, schema: str) -> str:
         "#   pytest --policy POLICY --policy-profile strict --policy-audit ...",
     ]
     if findings.unnamed:
-        lines.append("# Graph breaks in code no rule can name (a lambda compiled at top level, a")
-        lines.append("# module whose name is not an identifier such as train-model.py):")
+        lines.append("# Graph breaks in code no rule can name (a lambda compiled at top level, code")
+        lines.append("# made by exec(), a module whose name is not an identifier such as train-model.py):")
         lines += [f"#   {shown_path(b.file)}:{b.line}: {b.reason}" for b in findings.unnamed]
     notes = _recompile_notes(findings)
     if notes:

@@ -655,3 +655,26 @@ def test_a_script_whose_name_no_rule_can_give(tmp_path: Path) -> None:
     assert re.search(r"#   train-model\.py:\d+: Data-dependent branching", text)
     assert yaml.safe_load(text)["targets"] == {}
     assert _cli(tmp_path, "validate", "s.yaml").returncode == 0
+
+
+def test_code_made_by_exec(tmp_path: Path) -> None:
+    """A function exec() made without a ``__name__`` has no module: its compile entry is
+    named by its file, and its break is listed, not written as a rule."""
+    _write(
+        tmp_path,
+        "made.py",
+        """
+        import torch
+
+        ns = {}
+        exec("import torch\\ndef made(x):\\n    torch._dynamo.graph_break()\\n    return x + 1\\n", ns)
+        torch.compile(ns["made"], backend="eager")(torch.ones(2))
+        """,
+    )
+    done = _cli(tmp_path, "suggest", "-o", "s.yaml", "--report-json", "r.json", "made.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 graph break(s) in code no rule can name" in done.stderr
+    text = (tmp_path / "s.yaml").read_text(encoding="utf-8")
+    assert "#   <string>:3: Call to `torch._dynamo.graph_break()`" in text
+    assert [r["name"] for r in _report(tmp_path / "r.json")["regions"]] == ["<string>.made"]
+    assert _cli(tmp_path, "validate", "s.yaml").returncode == 0

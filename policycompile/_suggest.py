@@ -450,8 +450,9 @@ def _header(findings: Findings, schema: str) -> str:
         "#   pytest --policy POLICY --policy-profile strict --policy-audit ...",
     ]
     if findings.unnamed:
-        lines.append("# Graph breaks in code no rule can name (a lambda compiled at top level, code")
-        lines.append("# made by exec(), a module whose name is not an identifier such as train-model.py):")
+        lines.append("# Graph breaks in code no rule can name (a lambda compiled at top level,")
+        lines.append("# code made by exec(), a module whose name is not an identifier such as")
+        lines.append("# train-model.py):")
         lines += [f"#   {shown_path(b.file)}:{b.line}: {b.reason}" for b in findings.unnamed]
     notes = _recompile_notes(findings)
     if notes:

@@ -667,7 +667,8 @@ def test_code_made_by_exec(tmp_path: Path) -> None:
         import torch
 
         ns = {}
-        exec("import torch\\ndef made(x):\\n    torch._dynamo.graph_break()\\n    return x + 1\\n", ns)
+        code = "import torch\\ndef made(x):\\n    torch._dynamo.graph_break()\\n    return x + 1\\n"
+        exec(code, ns)
         torch.compile(ns["made"], backend="eager")(torch.ones(2))
         """,
     )

@@ -85,7 +85,7 @@ def apply_session(session: Session, *, hold: Iterable[str] = ()) -> PolicyHandle
     :raises PolicyError: the policy cannot be loaded, or is not the one the parent applied
         (the file changed since).
     """
-    policy = load(session.policy, profile=session.profile or "")
+    policy = load(session.policy, profile=session.profile or "", strict=session.strict)
     if policy.fingerprint != session.sha256:
         raise PolicyStateError(
             "the policy file changed since `policycompile run` started: this child process "

@@ -32,6 +32,7 @@ class Session:
     sha256: str  # the resolved policy the parent applied: a child loading another one fails
     spool: str
     rank_check: bool = True
+    strict: bool | None = None  # the parent's override of the file's `strict` (load())
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -43,12 +44,18 @@ class Session:
 
 @contextlib.contextmanager
 def exported(
-    *, policy: str, profile: str | None, audit: bool, sha256: str, rank_check: bool
+    *,
+    policy: str,
+    profile: str | None,
+    audit: bool,
+    sha256: str,
+    rank_check: bool,
+    strict: bool | None = None,
 ) -> Iterator[Session]:
     """Set ``POLICYCOMPILE_RUN`` for the children of the code run inside, with a fresh spool
     directory; both are removed afterwards (an outer run's variable is put back)."""
     spool = tempfile.mkdtemp(prefix="policycompile-")
-    session = Session(os.path.abspath(policy), profile, audit, sha256, spool, rank_check)
+    session = Session(os.path.abspath(policy), profile, audit, sha256, spool, rank_check, strict)
     before = os.environ.get(ENV)
     os.environ[ENV] = session.to_env()
     try:

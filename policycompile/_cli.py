@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import types
@@ -462,11 +461,13 @@ def _run_program(
     handle: PolicyHandle,
     *,
     on_main: Callable[[types.ModuleType], object] = lambda module: None,
+    strict: bool | None = None,
 ) -> _Outcome | int:
     """Run ``args``' program under ``handle``'s policy as ``run`` does: the policy exported to
     child processes, the main module patched as it defines things, the report joined with
     the children's and merged across ranks. Returns the usage error's status where the
-    program cannot be found."""
+    program cannot be found. ``strict`` overrides the file's for the children as it was for
+    ``handle`` (load())."""
     from ._children import exported, read
     from ._report import join_processes
     from ._runner import run_main
@@ -478,6 +479,7 @@ def _run_program(
         audit=handle.audit,
         sha256=policy.fingerprint,
         rank_check=handle.ranks.check,
+        strict=strict,
     ) as session:
 
         def local() -> Report:
@@ -595,18 +597,17 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
         # an invalid policy: its located error before the run, and the file left alone
         load(args.update, profile="")
         _suggest.read_for_update(args.update)
-    with contextlib.ExitStack() as stack:
-        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="policycompile-"))
-        policy_file = args.base
-        if args.update:
-            policy_file = _suggest.lenient_copy(args.update) or args.update
-            if policy_file != args.update:
-                stack.callback(os.unlink, policy_file)
+    with tempfile.TemporaryDirectory(prefix="policycompile-") as scratch:
+        policy_file = args.update or args.base
         if policy_file is None:
             policy_file = os.path.join(scratch, "empty.yaml")
             with open(policy_file, "w", encoding="utf-8") as f:
                 f.write("version: 1\ntargets: {}\n")
-        handle = apply(policy_file, profile="", audit=True, rank_check=not args.no_rank_check)
+        # --update's file runs leniently: a rule naming a function that is gone is what the
+        # update marks, where `strict` would stop the run at the import
+        strict = False if args.update else None
+        policy = load(policy_file, profile="", strict=strict)
+        handle = apply(policy, audit=True, rank_check=not args.no_rank_check)
         traced = handle.observer.traced = Traced()
         compiles = _suggest.ProgramCompiles(handle.observer)
         mains: list[types.ModuleType] = []
@@ -617,7 +618,7 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
 
         compiles.install()
         try:
-            outcome = _run_program(args, handle, on_main=main_module)
+            outcome = _run_program(args, handle, on_main=main_module, strict=strict)
         finally:
             compiles.uninstall()
             handle.undo()
@@ -643,7 +644,7 @@ def _suggest(args: argparse.Namespace, out: TextIO) -> int:
             options=compiles.options,
         )
         if args.update:
-            text, notes = _suggest.update(findings, args.update, handle.policy, applied=policy_file)
+            text, notes = _suggest.update(findings, args.update, handle.policy)
         else:
             text = _suggest.suggest(findings, out=None if target == "-" else target, base=args.base)
             notes = []

@@ -88,6 +88,7 @@ def load(
     profile: str | None = None,
     max_bytes: int = MAX_BYTES,
     backends: Iterable[str] = (),
+    strict: bool | None = None,
 ) -> Policy:
     """Load and validate a policy file.
 
@@ -97,12 +98,14 @@ def load(
     :param max_bytes: refuse files larger than this (each file of an ``extends`` chain).
     :param backends: backend names to accept besides those torch knows now (for checking a
         policy without the program that registers its backends).
+    :param strict: None: the file's ``strict`` (true unless it says otherwise); a bool
+        overrides it (``policycompile suggest --update`` runs a policy leniently).
     :returns: the frozen policy.
     :raises PolicyError: a subclass that says what is wrong, with file:line:column.
     """
     path = os.fspath(source)
     merged = _load_file(path, (), max_bytes, {})
-    return _finish(path, merged, profile, frozenset(backends))
+    return _finish(path, merged, profile, frozenset(backends), strict)
 
 
 def loads(text: str, *, path: str = "<string>", profile: str | None = None) -> Policy:
@@ -112,7 +115,11 @@ def loads(text: str, *, path: str = "<string>", profile: str | None = None) -> P
 
 
 def _finish(
-    path: str, merged: _File, profile: str | None, backends: frozenset[str] = frozenset()
+    path: str,
+    merged: _File,
+    profile: str | None,
+    backends: frozenset[str] = frozenset(),
+    strict_over: bool | None = None,
 ) -> Policy:
     if profile is None:
         profile = os.environ.get(PROFILE_ENV) or None
@@ -135,6 +142,8 @@ def _finish(
         for pattern, settings in (layer.targets[t] for t in sorted(layer.targets))
     )
     strict = bool(layer.strict.value) if layer.strict is not None else True
+    if strict_over is not None:
+        strict = strict_over
     defaults = tuple(sorted(layer.defaults.values(), key=lambda s: s.key))
     return Policy(
         path=path,

@@ -579,30 +579,7 @@ def read_for_update(path: str) -> Any:
     return doc
 
 
-def lenient_copy(path: str) -> str | None:
-    """A copy of the policy at ``path``, next to it, with ``strict: false``, for the run of
-    ``--update``: a rule naming a function that is gone is what the update marks, where
-    ``strict`` would stop the run at the import. None where the file is lenient already.
-    The copy keeps every line where it was, so reports point at the same lines."""
-    import tempfile
-
-    doc = read_for_update(path)
-    if doc.get("strict") is False:
-        return None
-    doc["strict"] = False
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, temp = tempfile.mkstemp(prefix=".policycompile-update-", suffix=".yaml", dir=folder)
-    except OSError:
-        return None  # a folder we cannot write to: the run applies the file as it is
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        _yaml().dump(doc, f)
-    return temp
-
-
-def update(
-    findings: Findings, path: str, policy: Any, *, applied: str | None = None
-) -> tuple[str, list[str]]:
+def update(findings: Findings, path: str, policy: Any) -> tuple[str, list[str]]:
     """``path``'s policy with the findings merged in, and what the user should know.
 
     Nothing written by hand is removed or changed: a rule that forbids an observed break
@@ -628,7 +605,7 @@ def update(
     for name, breaks in by_rule.items():
         forbidden = [b for b in breaks if not b.allowed]
         for b in forbidden:
-            by = (b.rule or "").replace(os.path.abspath(applied or path), path)
+            by = (b.rule or "").replace(os.path.abspath(path), path)
             notes.append(
                 f"{shown_path(b.file)}:{b.line}: {b.reason}: forbidden by {by}; left as written"
             )
@@ -681,9 +658,9 @@ def update(
             strict_targets[name] = _map([("error_on_graph_break", True)])
 
     # rules that matched nothing
-    ours = {os.path.abspath(p) for p in (path, applied or path)}
     for pattern, where in findings.report.unused_rules:
-        if os.path.abspath(where.rpartition(":")[0]) not in ours or pattern not in targets:
+        ours = os.path.abspath(where.rpartition(":")[0]) == os.path.abspath(path)
+        if not ours or pattern not in targets:
             continue
         text = f"{MARK} {pattern} matched nothing in the last run"
         if text not in before:

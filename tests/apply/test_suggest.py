@@ -356,6 +356,11 @@ def test_update_keeps_the_hand_edits(tmp_path: Path) -> None:
     done = _cli(tmp_path, "suggest", "--update", "policy.yaml", "breaks.py")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "policycompile report (audit): policy.yaml, torch" in done.stderr
+    # the run applied the file leniently (strict overridden): its report, its warning for
+    # the rule that names nothing, and its rules all point at the file itself
+    assert re.search(r"policy\.yaml:\d+:\d+: warning: target 'helpers\.old_name'", done.stderr)
+    assert "governed by breaks.branch (policy.yaml:" in done.stderr
+    assert ".policycompile-update-" not in done.stderr
     assert "forbidden by breaks.branch (policy.yaml:" in done.stderr
     assert "forbidden by breaks (policy.yaml:" in done.stderr
     assert "helpers.old_name matched nothing" in done.stderr

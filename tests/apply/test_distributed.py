@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -124,23 +125,24 @@ def _torchrun(
     full = {**os.environ, **(env or {})}
     full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), str(ROOT)]))
     full.pop("POLICYCOMPILE_RUN", None)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            str(nproc),
-            *command,
-        ],
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    # a session of its own: on a timeout, the ranks go with torchrun instead of living on
+    with subprocess.Popen(
+        [*launcher, "--nproc-per-node", str(nproc), *command],
         cwd=tmp_path,
         env=full,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            pytest.fail(f"torchrun ran past 300 s:\n{(out + err)[-4000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def _torch_graphs(output: str) -> dict[int, int]:
@@ -302,3 +304,40 @@ def test_suggest_on_ranks_writes_one_policy_from_every_rank(tmp_path: Path) -> N
     assert done.returncode != 0
     (violation,) = json.loads(report.read_text())["violations"]
     assert (violation["function"], violation["ranks"]) == ("blocks.maybe_break", [1])
+
+
+ORDER = """
+import atexit
+import os
+import sys
+import time
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+flag = os.path.join(os.getcwd(), "rank0-exited")
+if rank == 0:
+    atexit.register(lambda: open(flag, "w").close())
+dist.destroy_process_group()
+if rank == 1:
+    # as gloo's destructor does with work its peers end by exiting: rank 1 ends after rank 0
+    start = time.monotonic()
+    while not os.path.exists(flag) and time.monotonic() - start < 60:
+        time.sleep(0.05)
+    print(f"rank 1 waited {time.monotonic() - start:.1f} s for rank 0", file=sys.stderr)
+"""
+
+
+def test_a_rank_that_ends_after_rank_0_is_not_waited_for(tmp_path: Path) -> None:
+    """A job that succeeds: rank 0 writes the report and exits, waiting for no other rank to
+    reach its end, since a rank may need rank 0 gone to get there. (Waiting was a deadlock,
+    bounded by the report timeout, seen under load with DDP's gloo group.)"""
+    _project(tmp_path)
+    (tmp_path / "order.py").write_text(ORDER)
+    command = ["-m", "policycompile", "run", "p.yaml", "order.py"]
+    done = _torchrun(tmp_path, 2, *command, env={"POLICYCOMPILE_REPORT_TIMEOUT": "30"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert output.count("policycompile report") == 1
+    (waited,) = re.findall(r"rank 1 waited ([\d.]+) s for rank 0", output)
+    assert float(waited) < 15, output[-4000:]

@@ -267,3 +267,44 @@ def test_startup_file_is_installed_and_inert_without_the_variable() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout == "[]\n"
+
+
+SPAWNED = """
+import multiprocessing as mp
+import torch
+import netlib
+
+def work(q):
+    try:
+        netlib.Net()(torch.ones(2, 4))
+        q.put("ok")
+    except Exception as exc:
+        q.put(type(exc).__name__)
+
+if __name__ == "__main__":
+    q = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=work, args=(q,))
+    p.start()
+    print("child:", q.get(timeout=120))
+    p.join()
+"""
+
+
+def test_suggest_update_runs_the_lenient_file_in_children(tmp_path: Path) -> None:
+    """``suggest --update`` runs a ``strict`` file as lenient, so that a rule naming nothing
+    is marked instead of stopping the program; a spawned child applies the same lenient
+    policy (it would otherwise refuse a policy other than its parent's) and its break, which
+    the file forbids, reaches the update."""
+    _project(tmp_path, SPAWNED)
+    with (tmp_path / "p.yaml").open("a") as f:
+        f.write("  netlib.gone: {disable: true}\n")  # strict: this alone would stop a run
+    assert python("prog.py", cwd=tmp_path).stdout == "child: ok\n"
+    assert python("-m", "policycompile", "run", "p.yaml", "prog.py", cwd=tmp_path).returncode == 1
+
+    done = python("-m", "policycompile", "suggest", "--update", "p.yaml", "prog.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "child: ok\n"  # audit: the child records the break, raises nothing
+    assert "graph break: forbidden by netlib.Net (p.yaml:" in done.stderr, done.stderr[-3000:]
+    assert "p.yaml: netlib.gone matched nothing in the run" in done.stderr
+    updated = (tmp_path / "p.yaml").read_text()
+    assert "      netlib.Net.forward:\n        error_on_graph_break: true\n" in updated

@@ -23,6 +23,7 @@ def load(
     profile: str | None = None,
     max_bytes: int = MAX_BYTES,
     backends: Iterable[str] = (),
+    strict: bool | None = None,
 ) -> Policy:
     """Load and validate a policy file into a frozen :class:`Policy`.
 
@@ -31,9 +32,10 @@ def load(
     :param max_bytes: the largest file accepted (1 MiB by default).
     :param backends: backend names to accept besides those torch knows now (the program
         registers its own before ``apply``; this is for checking without it).
+    :param strict: overrides the file's ``strict`` (None: as the file says, true by default).
     :raises PolicyError: with file:line:column of the problem.
     """
-    return _load(path, profile=profile, max_bytes=max_bytes, backends=backends)
+    return _load(path, profile=profile, max_bytes=max_bytes, backends=backends, strict=strict)
 
 
 def explain(

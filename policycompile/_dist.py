@@ -222,15 +222,10 @@ class Ranks:
         """The end of a run, after rank 0 printed and wrote the job's report.
 
         A launcher stops every rank as soon as one exits with a failure status (torchrun
-        does). In a failing job (exit status 4: a violation on some rank; every rank knows it
-        from rank 0's summary), no rank may be stopped before it said why it fails, nor rank
-        0 before the job's report is written: each rank says it reached the end, rank 0 waits
-        for them all (bounded) before saying it is done, and the other ranks wait for that.
-
-        A job that succeeds waits for nothing here: a rank may still need the others alive to
-        get to its end (a rank whose process group's last reference goes with its program's
-        locals waits in gloo's destructor for work its peers finish by exiting), and rank 0
-        holding on for it would be a deadlock.
+        does). So each rank says it reached the end; rank 0 waits for them all (bounded)
+        before saying it is done, and a rank about to exit with a failure status (4: a
+        violation on some rank) waits for that. No rank is stopped before it wrote what it
+        had to say, and rank 0 not before the job's report is written.
         """
         if self._finish is None:
             return
@@ -239,12 +234,10 @@ class Ranks:
         timeout = _seconds(REPORT_TIMEOUT_ENV, REPORT_TIMEOUT_S)
         try:
             store.set(f"{prefix}/finished/{self.rank}", "1")
-            if not failing:
-                return
             if self.rank == 0:
                 _wait(store, [f"{prefix}/finished/{r}" for r in range(self.world)], timeout)
                 store.set(done, "1")
-            else:
+            elif failing:
                 _wait(store, [done], timeout + _RANK0_GRACE_S)
         except Exception:  # the store is gone: nothing left to wait for
             pass

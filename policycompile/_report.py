@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -276,18 +277,54 @@ def _unique(items: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _place(text: str) -> str:
+    """A rule's ``file:line`` (alone, or in ``pattern (file:line)``) as every process of a run
+    names it: a child process loads the policy by its absolute path where its parent may have
+    been given a relative one."""
+    head, paren, tail = text.rpartition("(")
+    inner = tail[:-1] if paren and tail.endswith(")") else text
+    path, colon, line = inner.rpartition(":")
+    short = f"{os.path.basename(path)}:{line}" if colon else inner
+    return f"{head}({short})" if inner is not text else short
+
+
+def _named_as(parent: Report, child: Report) -> Report:
+    """``child``'s rules named as ``parent`` names them (``_place``), so that a break that
+    happened in both is one site, under one rule."""
+    names: dict[str, str] = {}
+    for rule in (
+        *(r.rule for r in parent.regions),
+        *(b.rule for b in parent.graph_breaks),
+        *(rule for rule, _ in parent.patched),
+    ):
+        if rule:
+            names.setdefault(_place(rule), rule)
+
+    def at(rule: str) -> str:
+        return names.get(_place(rule), rule)
+
+    return replace(
+        child,
+        regions=tuple(replace(r, rule=r.rule and at(r.rule)) for r in child.regions),
+        graph_breaks=tuple(replace(b, rule=b.rule and at(b.rule)) for b in child.graph_breaks),
+        patched=tuple((at(rule), n) for rule, n in child.patched),
+    )
+
+
 def _common(reports: Sequence[Report]) -> dict[str, Any]:
     """What processes under one policy join the same way, merged or summed: rules unused
     everywhere, the most objects any process patched per rule, every warning once."""
-    unused = set(reports[0].unused_rules)
-    for r in reports[1:]:
-        unused &= set(r.unused_rules)
+    unused = {(p, _place(r)) for p, r in reports[0].unused_rules}
+    for report in reports[1:]:
+        unused &= {(p, _place(r)) for p, r in report.unused_rules}
     patched: dict[str, int] = {}
-    for r in reports:
-        for rule, n in r.patched:
-            patched[rule] = max(n, patched.get(rule, 0))
+    named: dict[str, str] = {}  # each rule as the first process names it
+    for report in reports:
+        for rule, n in report.patched:
+            key = named.setdefault(_place(rule), rule)
+            patched[key] = max(n, patched.get(key, 0))
     return {
-        "unused_rules": tuple(u for u in reports[0].unused_rules if u in unused),
+        "unused_rules": tuple(u for u in reports[0].unused_rules if (u[0], _place(u[1])) in unused),
         "patched": tuple(sorted(patched.items())),
         "warnings": _unique(w for r in reports for w in r.warnings),
         "processes": sum(r.processes for r in reports),
@@ -312,7 +349,7 @@ def join_processes(report: Report, others: Sequence[Report]) -> Report:
     all; a break site keeps one entry."""
     if not others:
         return report
-    everyone = [report, *others]
+    everyone = [report, *(_named_as(report, o) for o in others)]
     regions: dict[str, RegionReport] = {}
     for rep in everyone:
         for r in rep.regions:

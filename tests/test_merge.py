@@ -70,6 +70,28 @@ def test_children_add_up_into_one_process_view() -> None:
     assert join_processes(parent, []) is parent
 
 
+def test_a_child_naming_the_policy_by_its_absolute_path_joins_the_same_rules() -> None:
+    """``run p.yaml`` gives its children the policy's absolute path: their rules, breaks and
+    unused rules are the parent's all the same."""
+    parent = replace(_report(breaks=(_break("m.f"),)), patched=(("r (p.yaml:3)", 2),))
+    absolute = replace(_break("m.f"), rule="r (/job/p.yaml:3)")
+    child = replace(
+        _report(
+            (replace(_region("m.E", 1), rule="r (/job/p.yaml:3)"),),
+            (absolute,),
+            unused=(("b.*", "/job/p.yaml:6"),),
+        ),
+        patched=(("r (/job/p.yaml:3)", 3),),
+    )
+    joined = join_processes(parent, [child])
+    assert [(b.function, b.rule, b.count) for b in joined.graph_breaks] == [
+        ("m.f", "r (p.yaml:3)", 2)
+    ]
+    assert [r.rule for r in joined.regions] == ["r (p.yaml:3)"]
+    assert joined.unused_rules == (("b.*", "p.yaml:6"),)
+    assert joined.patched == (("r (p.yaml:3)", 3),)
+
+
 def test_ranks_merge_with_where_and_divergence() -> None:
     same = _report((_region("m.E", 2), _region("m.F", 1)), (_break("m.f"),))
     more = _report(

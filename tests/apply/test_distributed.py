@@ -78,6 +78,9 @@ def main():
         opt.step()
     graphs = counters["stats"]["unique_graphs"]
     print(f"TORCH rank={rank} graphs={graphs}", file=sys.stderr)
+    # DDP goes before its group: where DDP's reducer holds a destroyed gloo group's last
+    # reference, torch 2.13 can deadlock at main's return (docs/distributed.md)
+    del model, opt, loss
     if "--keep-group" not in sys.argv:
         dist.destroy_process_group()
 
@@ -304,40 +307,3 @@ def test_suggest_on_ranks_writes_one_policy_from_every_rank(tmp_path: Path) -> N
     assert done.returncode != 0
     (violation,) = json.loads(report.read_text())["violations"]
     assert (violation["function"], violation["ranks"]) == ("blocks.maybe_break", [1])
-
-
-ORDER = """
-import atexit
-import os
-import sys
-import time
-import torch.distributed as dist
-
-dist.init_process_group("gloo")
-rank = dist.get_rank()
-flag = os.path.join(os.getcwd(), "rank0-exited")
-if rank == 0:
-    atexit.register(lambda: open(flag, "w").close())
-dist.destroy_process_group()
-if rank == 1:
-    # as gloo's destructor does with work its peers end by exiting: rank 1 ends after rank 0
-    start = time.monotonic()
-    while not os.path.exists(flag) and time.monotonic() - start < 60:
-        time.sleep(0.05)
-    print(f"rank 1 waited {time.monotonic() - start:.1f} s for rank 0", file=sys.stderr)
-"""
-
-
-def test_a_rank_that_ends_after_rank_0_is_not_waited_for(tmp_path: Path) -> None:
-    """A job that succeeds: rank 0 writes the report and exits, waiting for no other rank to
-    reach its end, since a rank may need rank 0 gone to get there. (Waiting was a deadlock,
-    bounded by the report timeout, seen under load with DDP's gloo group.)"""
-    _project(tmp_path)
-    (tmp_path / "order.py").write_text(ORDER)
-    command = ["-m", "policycompile", "run", "p.yaml", "order.py"]
-    done = _torchrun(tmp_path, 2, *command, env={"POLICYCOMPILE_REPORT_TIMEOUT": "30"})
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    assert output.count("policycompile report") == 1
-    (waited,) = re.findall(r"rank 1 waited ([\d.]+) s for rank 0", output)
-    assert float(waited) < 15, output[-4000:]

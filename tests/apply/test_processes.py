@@ -304,7 +304,7 @@ def test_suggest_update_runs_the_lenient_file_in_children(tmp_path: Path) -> Non
     done = python("-m", "policycompile", "suggest", "--update", "p.yaml", "prog.py", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == "child: ok\n"  # audit: the child records the break, raises nothing
-    assert "graph break: forbidden by netlib.Net (p.yaml:" in done.stderr, done.stderr[-3000:]
+    assert "graph_break()`: forbidden by netlib.Net (p.yaml:" in done.stderr, done.stderr[-3000:]
     assert "p.yaml: netlib.gone matched nothing in the run" in done.stderr
     updated = (tmp_path / "p.yaml").read_text()
     assert "      netlib.Net.forward:\n        error_on_graph_break: true\n" in updated

@@ -1,4 +1,4 @@
-"""Whole-model compile with the decoder layer as a nested compile region (SPEC section 8),
+"""Whole-model compile with the decoder layer as a nested compile region (docs/policy.md),
 side by side with plain whole-model ``torch.compile`` and regional compile by policy, on
 transformers Llama at 8 and 24 layers (inductor, CPU). Each variant runs in fresh processes:
 cold (empty Inductor cache), then once more warm, interleaved across variants; the steady

@@ -2,9 +2,7 @@
 
 import logging
 
-from ._api import apply as apply
-from ._api import explain as explain
-from ._api import load as load
+from ._engine.plan import Plan as Plan
 from ._errors import PolicyConflictError as PolicyConflictError
 from ._errors import PolicyError as PolicyError
 from ._errors import PolicyExtendsError as PolicyExtendsError
@@ -19,16 +17,17 @@ from ._errors import PolicySyntaxError as PolicySyntaxError
 from ._errors import PolicyTargetError as PolicyTargetError
 from ._errors import PolicyWarning as PolicyWarning
 from ._errors import Position as Position
-from ._handle import PolicyHandle as PolicyHandle
-from ._patch import Plan as Plan
-from ._policy import Policy as Policy
-from ._report import BreakReport as BreakReport
-from ._report import RegionReport as RegionReport
-from ._report import Report as Report
-from ._tree import Explanation as Explanation
-from ._tree import Resolution as Resolution
-
-__version__ = "0.1.0"
+from ._observe.report import BreakReport as BreakReport
+from ._observe.report import RegionReport as RegionReport
+from ._observe.report import Report as Report
+from ._policy.policy import Policy as Policy
+from ._policy.tree import Explanation as Explanation
+from ._policy.tree import Resolution as Resolution
+from ._runtime.api import apply as apply
+from ._runtime.api import explain as explain
+from ._runtime.api import load as load
+from ._runtime.handle import PolicyHandle as PolicyHandle
+from ._version import __version__ as __version__
 
 # Quiet by default: what was patched, skipped and why is logged here for those who ask.
 logging.getLogger("policycompile").addHandler(logging.NullHandler())

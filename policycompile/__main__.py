@@ -1,6 +1,6 @@
 """``python -m policycompile``."""
 
-from ._cli import run
+from ._commands.cli import run
 
 if __name__ == "__main__":
     run()

@@ -28,6 +28,9 @@ class PolicyError(Exception):
     :param message: what is wrong, one sentence.
     :param position: where, when the problem has a place in a file.
     :param rule: the pattern of the rule concerned, if any.
+
+    ``others`` holds the further errors found in the same pass over the file (``validate``
+    lists them all; raising reports the first).
     """
 
     severity = "error"
@@ -47,6 +50,7 @@ class PolicyError(Exception):
         self.line = position.line if position is not None else None
         self.column = position.column if position is not None else None
         self.rule = rule
+        self.others: tuple[PolicyError, ...] = ()
 
     def __str__(self) -> str:
         if self.position is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import policycompile as pc
-from policycompile._cli import main
+from policycompile._commands.cli import main
 
 BAD = Path(__file__).parent / "bad"
 

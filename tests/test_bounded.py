@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import policycompile as pc
-from policycompile._cli import validate_file
-from policycompile._tree import Glob, Pattern, Rule, RuleTree, Setting
+from policycompile._commands.cli import validate_file
+from policycompile._policy.patterns import Glob, Pattern
+from policycompile._policy.tree import Rule, RuleTree, Setting
 
 from .conftest import python
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from policycompile._cli import main
+from policycompile._commands.cli import main
 
 from .conftest import WritePolicy
 
@@ -171,7 +171,7 @@ def test_schema_command_prints_the_repository_schema() -> None:
 def test_internal_errors_are_reported_as_bugs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], write_policy: WritePolicy
 ) -> None:
-    import policycompile._cli as cli
+    import policycompile._commands.cli as cli
 
     def boom(*_: object, **__: object) -> None:
         raise ZeroDivisionError("boom")

@@ -214,7 +214,7 @@ SECTION8 = {
 
 
 def test_completion_offers_every_target_key(server: LanguageServer, tmp_path: Path) -> None:
-    """The editor completes SPEC section 8's keys inside a target, with their descriptions."""
+    """The editor completes the per-function Dynamo controls in a target, with descriptions."""
     path = tmp_path / "complete.yaml"
     text = (
         f"# yaml-language-server: $schema={SCHEMA.as_uri()}\n"

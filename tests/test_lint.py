@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from policycompile._cli import main
+from policycompile._commands.cli import main
 
 from .conftest import WritePolicy
 

@@ -146,7 +146,7 @@ def test_validate_without_compile_options_does_not_import_torch(tmp_path: Path) 
     policy.write_text("version: 1\ntargets:\n  a.b.**: {error_on_graph_break: true}\n")
     code = (
         "import sys, policycompile\n"
-        "from policycompile._cli import main\n"
+        "from policycompile._commands.cli import main\n"
         f"status = main(['validate', {str(policy)!r}])\n"
         "assert status == 0, status\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -180,3 +180,31 @@ def test_extends_list_later_wins(write_policy: WritePolicy) -> None:
         "version: 1\nextends: [one.yaml, two.yaml]\ntargets:\n  a.g: {disable: true}\n"
     )
     assert pc.load(top).resolve("a.f").get("error_on_graph_break") is False
+
+
+def test_a_rule_is_the_same_rule_whatever_path_loads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two checkouts of one policy (two ranks, or a child given the absolute path): every
+    rule, those of a file it extends too, is the same ``RuleRef``; only its shown file
+    differs."""
+    for checkout in ("node0", "node1/deeper"):
+        root = tmp_path / checkout / "conf"
+        (root / "shared").mkdir(parents=True)
+        (root / "shared" / "base.yaml").write_text(
+            "version: 1\ntargets:\n  pkg.**: {error_on_graph_break: true}\n"
+        )
+        (root / "p.yaml").write_text(
+            "version: 1\nextends: shared/base.yaml\ntargets:\n  pkg.f: {disable: true}\n"
+        )
+    monkeypatch.chdir(tmp_path / "node0")
+    here = pc.load("conf/p.yaml", profile="")
+    there = pc.load(tmp_path / "node1/deeper/conf/p.yaml", profile="")
+    refs = {here.ref(r) for r in here.rules}
+    assert refs == {there.ref(r) for r in there.rules}
+    assert {(r.pattern, r.origin, r.line) for r in refs} == {
+        ("pkg.**", "shared/base.yaml", 3),
+        ("pkg.f", "p.yaml", 4),
+    }
+    assert {r.file for r in refs} == {"conf/p.yaml", "conf/shared/base.yaml"}
+    assert {there.ref(r).file for r in there.rules} != {r.file for r in refs}

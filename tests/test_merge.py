@@ -5,26 +5,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import jsonschema
+import pytest
 
-from policycompile._dist import differences
-from policycompile._report import (
-    BreakReport,
-    RegionReport,
-    Report,
-    _span,
-    join_processes,
-    merge_ranks,
-)
+from policycompile._observe.merge import join_processes, merge_ranks
+from policycompile._observe.report import BreakReport, RegionReport, Report
+from policycompile._observe.report import span as _span
+from policycompile._policy.tree import RuleRef
+from policycompile._runtime.ranks import differences
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "schemas/report.schema.json").read_text())
 
 
+def _rule(pattern: str, line: int, file: str = "p.yaml") -> RuleRef:
+    """A rule of p.yaml, as a process that names the file ``file`` names it."""
+    return RuleRef(pattern, file, line, "p.yaml")
+
+
+R = _rule("r", 3)
+
+
 def _region(name: str, graphs: int, recompiles: int = 0) -> RegionReport:
     reasons = tuple(f"0/{i}: shape" for i in range(recompiles))
-    return RegionReport(name, "r (p.yaml:3)", 1, graphs, recompiles, reasons)
+    return RegionReport(name, R, 1, graphs, recompiles, reasons)
 
 
 def _break(function: str, count: int = 1, *, allowed: bool = True) -> BreakReport:
@@ -33,7 +39,7 @@ def _break(function: str, count: int = 1, *, allowed: bool = True) -> BreakRepor
         "m.py",
         7,
         "Call to graph_break()",
-        "r (p.yaml:3)",
+        R,
         allowed,
         "m.E",
         count,
@@ -45,10 +51,10 @@ def _break(function: str, count: int = 1, *, allowed: bool = True) -> BreakRepor
 def _report(
     regions: tuple[RegionReport, ...] = (),
     breaks: tuple[BreakReport, ...] = (),
-    unused: tuple[tuple[str, str], ...] = (("a.*", "p.yaml:5"), ("b.*", "p.yaml:6")),
+    unused: tuple[RuleRef, ...] = (_rule("a.*", 5), _rule("b.*", 6)),
 ) -> Report:
     return Report(
-        "p.yaml", None, "0" * 64, "2.13.0", False, regions, breaks, unused, (("r", 2),), ("w",)
+        "p.yaml", None, "0" * 64, "2.13.0", False, regions, breaks, unused, ((R, 2),), ("w",)
     )
 
 
@@ -57,7 +63,7 @@ def test_children_add_up_into_one_process_view() -> None:
     child = _report(
         (_region("m.E", 1, recompiles=1), _region("m.F", 1)),
         (_break("m.f", 2), _break("m.g", allowed=False)),
-        unused=(("b.*", "p.yaml:6"),),
+        unused=(_rule("b.*", 6),),
     )
     joined = join_processes(parent, [child])
     assert joined.processes == 2 and joined.ranks is None
@@ -65,7 +71,8 @@ def test_children_add_up_into_one_process_view() -> None:
     assert regions == {"m.E": (3, 1), "m.F": (1, 0)}
     assert {b.function: b.count for b in joined.graph_breaks} == {"m.f": 3, "m.g": 1}
     assert [v.function for v in joined.violations] == ["m.g"]
-    assert joined.unused_rules == (("b.*", "p.yaml:6"),)  # unused only if unused everywhere
+    # unused only if unused everywhere
+    assert [(u.pattern, u.where) for u in joined.unused_rules] == [("b.*", "p.yaml:6")]
     assert joined.warnings == ("w",)
     assert join_processes(parent, []) is parent
 
@@ -73,23 +80,24 @@ def test_children_add_up_into_one_process_view() -> None:
 def test_a_child_naming_the_policy_by_its_absolute_path_joins_the_same_rules() -> None:
     """``run p.yaml`` gives its children the policy's absolute path: their rules, breaks and
     unused rules are the parent's all the same."""
-    parent = replace(_report(breaks=(_break("m.f"),)), patched=(("r (p.yaml:3)", 2),))
-    absolute = replace(_break("m.f"), rule="r (/job/p.yaml:3)")
+    parent = replace(_report(breaks=(_break("m.f"),)), patched=((R, 2),))
+    there = _rule("r", 3, "/job/p.yaml")
+    absolute = replace(_break("m.f"), rule=there)
     child = replace(
         _report(
-            (replace(_region("m.E", 1), rule="r (/job/p.yaml:3)"),),
+            (replace(_region("m.E", 1), rule=there),),
             (absolute,),
-            unused=(("b.*", "/job/p.yaml:6"),),
+            unused=(_rule("b.*", 6, "/job/p.yaml"),),
         ),
-        patched=(("r (/job/p.yaml:3)", 3),),
+        patched=((there, 3),),
     )
     joined = join_processes(parent, [child])
-    assert [(b.function, b.rule, b.count) for b in joined.graph_breaks] == [
+    assert [(b.function, str(b.rule), b.count) for b in joined.graph_breaks] == [
         ("m.f", "r (p.yaml:3)", 2)
     ]
-    assert [r.rule for r in joined.regions] == ["r (p.yaml:3)"]
-    assert joined.unused_rules == (("b.*", "p.yaml:6"),)
-    assert joined.patched == (("r (p.yaml:3)", 3),)
+    assert [str(r.rule) for r in joined.regions] == ["r (p.yaml:3)"]
+    assert [(u.pattern, u.where) for u in joined.unused_rules] == [("b.*", "p.yaml:6")]
+    assert [(str(r), n) for r, n in joined.patched] == [("r (p.yaml:3)", 3)]
 
 
 def test_ranks_merge_with_where_and_divergence() -> None:
@@ -159,3 +167,23 @@ def test_span_collapses_runs() -> None:
     assert _span([3, 0, 1, 2, 6, 8, 9]) == "0-3,6,8-9"
     assert _span([]) == "" and _span([4]) == "4"
     assert _span(range(4096)) == "0-4095"
+
+
+def test_a_store_that_fails_is_said_and_stops_every_rank() -> None:
+    """A failure of the job's store is the store's error, never taken for a rank that sent
+    no policy, and never a pass: the agreement raises with what the store raised."""
+    import torch.distributed as tdist
+
+    from policycompile._errors import PolicyRankError
+    from policycompile._runtime.ranks import Ranks
+
+    server = tdist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    client = tdist.TCPStore("127.0.0.1", server.port, is_master=False, timeout=timedelta(seconds=2))
+    ranks = Ranks({"sha256": "a" * 64, "path": "p.yaml"}, check=True)
+    ranks.rank, ranks.world = 0, 2
+    del server
+    with pytest.raises(
+        PolicyRankError, match="the exchange through the job's store failed"
+    ) as info:
+        ranks._agree(client)
+    assert "sent no policy" not in str(info.value)

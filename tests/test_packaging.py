@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policycompile._cli import main
+from policycompile._commands.cli import main
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = ROOT / "schemas" / "policy.schema.json"
@@ -47,7 +47,7 @@ def test_wheel_carries_the_repository_schema(tmp_path: Path) -> None:
         entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert shipped == SCHEMA.read_bytes()
     assert startup == (ROOT / "startup" / "policycompile.pth").read_bytes()
-    assert "policycompile = policycompile._cli:run" in entry_points
+    assert "policycompile = policycompile._commands.cli:run" in entry_points
 
 
 def test_schema_is_draft_2020_12_with_descriptions() -> None:

@@ -1,4 +1,4 @@
-"""The resolver: patterns, specificity, per-key inheritance, conflicts (SPEC sections 3 and 4)."""
+"""The resolver: patterns, specificity, per-key inheritance, conflicts (docs/policy.md)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,9 @@ from typing import Any
 import pytest
 
 from policycompile import PolicyConflictError, PolicyPatternError, Position
-from policycompile._tree import (
-    COMPILE,
-    DISABLE,
-    EOGB,
-    Pattern,
-    Rule,
-    RuleTree,
-    Setting,
-    overlap_witness,
-)
+from policycompile._policy.keys import COMPILE, DISABLE, EOGB
+from policycompile._policy.patterns import Pattern, overlap_witness
+from policycompile._policy.tree import Rule, RuleTree, Setting
 
 Rules = dict[str, dict[str, Any]]
 

@@ -17,8 +17,8 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 import policycompile as pc
-from policycompile import _dynamo
-from policycompile._handle import STATE
+from policycompile._runtime.state import STATE
+from policycompile._torch import dynamo as _dynamo
 
 GRAPHS: list[torch.fx.GraphModule] = []
 BACKEND = "pc_count"

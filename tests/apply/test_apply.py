@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import policycompile as pc
-from policycompile._hook import PolicyFinder
+from policycompile._engine.hook import PolicyFinder
 
 from .conftest import Modules, apply
 
@@ -257,7 +257,7 @@ def test_wrapped_code_runs_eagerly_with_the_flag_set(modules: Modules) -> None:
 
 
 def test_flag_restored_after_exception(modules: Modules) -> None:
-    from policycompile import _dynamo
+    from policycompile._torch import dynamo as _dynamo
 
     name = modules.write(modules.name("lib"), "def boom():\n    raise KeyError('x')\n")
     mod = importlib.import_module(name)

@@ -115,8 +115,8 @@ def test_functions_sharing_one_code_object_get_their_own_rule(modules: Modules) 
     assert torch.equal(out, torch.full((2,), 4.0))
     by_function = {b.function: b for b in report.graph_breaks}
     strict, lenient = by_function[f"{name}.strict_fn"], by_function[f"{name}.lenient_fn"]
-    assert (strict.allowed, strict.rule) == (False, f"{name}.strict_fn ({policy}:5)")
-    assert (lenient.allowed, lenient.rule) == (True, f"{name}.lenient_fn ({policy}:6)")
+    assert (strict.allowed, str(strict.rule)) == (False, f"{name}.strict_fn ({policy}:5)")
+    assert (lenient.allowed, str(lenient.rule)) == (True, f"{name}.lenient_fn ({policy}:6)")
     assert strict.region == lenient.region == f"{name}.entry"
     assert [v.function for v in report.violations] == [f"{name}.strict_fn"]
 
@@ -163,7 +163,7 @@ def test_audit_of_a_fullgraph_entry_lists_every_break(modules: Modules) -> None:
     assert raised == [6, 11]  # fullgraph forbids both, even the one error_on_graph_break allows
     violations = audited(modules, FULLGRAPH, targets, call)
     assert sorted(v.line for v in violations) == [6, 11]
-    assert all(v.rule is not None and v.rule.startswith(f"{v.region} (") for v in violations)
+    assert all(v.rule is not None and str(v.rule).startswith(f"{v.region} (") for v in violations)
 
 
 def test_a_caught_forbidden_break_is_still_reported(modules: Modules) -> None:
@@ -191,7 +191,8 @@ def test_a_caught_forbidden_break_is_still_reported(modules: Modules) -> None:
             f"{name}.{'first' if rule == 'entry' else 'second'}"
         ]
         assert all(
-            v.raised and v.rule and v.rule.startswith(f"{name}.{rule} ") for v in report.violations
+            v.raised and v.rule and str(v.rule).startswith(f"{name}.{rule} ")
+            for v in report.violations
         )
         (region,) = report.regions
         assert region.name == f"{name}.entry"
@@ -227,8 +228,11 @@ except torch._dynamo.exc.Unsupported as exc:
     frame = exc.real_stack[-1]
     result["raised"] = [frame.filename.rsplit("/", 1)[-1], frame.lineno]
 report = handle.report()
-result["violations"] = [[v.function, v.line, v.rule, v.region] for v in report.violations]
-result["breaks"] = [[b.function, b.line, b.rule, b.allowed, b.region] for b in report.graph_breaks]
+result["violations"] = [[v.function, v.line, str(v.rule), v.region] for v in report.violations]
+result["breaks"] = [
+    [b.function, b.line, b.rule and str(b.rule), b.allowed, b.region]
+    for b in report.graph_breaks
+]
 print(json.dumps(result))
 """
 

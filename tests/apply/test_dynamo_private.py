@@ -1,9 +1,11 @@
-"""Every private torch._dynamo detail that policycompile/_dynamo.py relies on, checked by what
-it does on the installed torch: a torch upgrade that moves one fails here, by name."""
+"""The canary of the torch boundary (policycompile/_torch): every private torch detail the
+library relies on, checked by what it does on the installed torch, so that a torch upgrade
+that moves one fails here, by name."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +13,8 @@ import torch
 import torch._dynamo
 import torch._dynamo.utils
 
-from policycompile import _dynamo
+from policycompile._torch import catalog, dist, logs
+from policycompile._torch import dynamo as _dynamo
 
 
 def test_flag_module_holds_the_flag_the_context_manager_sets() -> None:
@@ -59,7 +62,7 @@ def test_graph_break_loggers_receive_breaks_and_the_backend_is_found_while_traci
             found = _dynamo.tracing_backend(lambda b: b is mine)
             messages.append((record.getMessage(), found))
 
-    logger = logging.getLogger(_dynamo.GRAPH_BREAK_LOGGERS[0])
+    logger = logging.getLogger(logs.GRAPH_BREAK_LOGGERS[0])
     handler, level = Handler(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -127,3 +130,95 @@ def test_compiled_and_disabled_functions_are_told_apart() -> None:
     assert _dynamo.is_compiled_function(compiled)
     assert not _dynamo.is_compiled_function(torch.compiler.disable(lambda x: x))
     assert not _dynamo.is_compiled_function(lambda x: x)
+
+
+def test_a_graph_break_record_parses_into_site_reason_and_stack() -> None:
+    records: list[str] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger(logs.GRAPH_BREAK_LOGGERS[0])
+    handler, level = Handler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        x = x + 1
+        torch._dynamo.graph_break()
+        return x * 2
+
+    try:
+        torch.compile(f, backend="eager")(torch.ones(2))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    site, reason, stack = logs.parse_graph_break(records[0])
+    assert site is not None and site.line == f.__code__.co_firstlineno + 2
+    assert "graph_break" in reason
+    assert stack[-1].name == "f" and stack[-1].line == site.line
+
+
+def test_what_a_graph_shows_of_the_modules_and_code_it_traced() -> None:
+    seen: list[tuple[list[tuple[str, type]], list[str], object]] = []
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x)
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.h = torch.nn.ModuleList([Block(), Block()])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block in self.h:
+                x = block(x)
+            return x
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+        files = [c.co_filename for c in _dynamo.traced_code()]
+        seen.append((list(_dynamo.module_stack(gm)), files, _dynamo.frame_self()))
+        return gm.forward
+
+    model = Model()
+    torch.compile(model, backend=backend)(torch.ones(1, 2))
+    (stack, files, root) = seen[0]
+    assert ("h.1.lin", torch.nn.Linear) in stack and ("h.0", Block) in stack
+    assert __file__ in files
+    assert root is model
+    assert _dynamo.frame_self() is None  # not tracing now
+
+
+def test_the_catalog_reads_what_the_installed_torch_accepts() -> None:
+    version, keywords = catalog.torch_compile_keywords()
+    assert version == str(torch.__version__) == catalog.version()
+    assert {"fullgraph", "dynamic", "backend", "mode", "options"} <= keywords
+    assert {"eager", "aot_eager", "inductor"} <= set(catalog.torch_backends())
+    assert "max-autotune" in catalog.inductor_modes()
+    assert "max_autotune" in catalog.inductor_options()
+    assert "recompile_limit" in catalog.dynamo_config_defaults()
+    assert {"default", "fail_on_recompile", "force_eager"} <= set(catalog.stances())
+    assert catalog.api("torch.compiler", "nested_compile_region") is not None
+    assert catalog.api("torch.compiler", "no_such_decorator") is None
+    assert "recursive" in catalog.parameters("torch.compiler", "disable")
+
+
+def test_a_store_wait_tells_a_timeout_from_a_store_that_failed() -> None:
+    import torch.distributed as tdist
+
+    server = tdist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    server.set("here", "1")
+    assert dist.wait(server, ["here"], 1.0) == ([], None)
+    missing, failed = dist.wait(server, ["here", "never"], 0.2)
+    assert (missing, failed) == ([1], None)  # timed out: not a failure of the store
+    assert dist.get_all(server, ["here"]) == [b"1"]
+    client = tdist.TCPStore("127.0.0.1", server.port, is_master=False, timeout=timedelta(seconds=2))
+    del server  # the job's store goes away under the client
+    missing, failed = dist.wait(client, ["here"], 0.5)
+    assert missing == [0] and failed is not None and "Error" in failed

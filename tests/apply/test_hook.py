@@ -4,6 +4,7 @@ and the real start-up usage in a fresh process."""
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import policycompile as pc
-from policycompile._hook import ChainedLoader, PolicyFinder
-from policycompile._patch import patch_info
+from policycompile._engine.hook import ChainedLoader, PolicyFinder
+from policycompile._engine.plan import patch_info
 
 from ..conftest import python
 from .conftest import Modules, apply
@@ -133,6 +134,21 @@ def test_finder_delegates_and_decides_purely() -> None:
     assert finder not in sys.meta_path
 
 
+def test_undo_leaves_sys_meta_path_the_list_it_found(modules: Modules) -> None:
+    """Code may hold ``sys.meta_path`` itself: after undo it is the same list object, holding
+    what was inserted into it meanwhile (behind the policy's finder, while applied)."""
+    name = modules.write(modules.name("mp"), "def f(x):\n    return x\n")
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.f: {{disable: true}}\n")
+    before = sys.meta_path
+    other = importlib.machinery.PathFinder()
+    handle = apply(policy)
+    sys.meta_path.insert(0, other)
+    handle.undo()
+    assert sys.meta_path is before
+    assert other in before and not any(isinstance(f, PolicyFinder) for f in before)
+    before.remove(other)
+
+
 def test_under_pytest_assertion_rewriting(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         app="""
@@ -145,7 +161,7 @@ def test_under_pytest_assertion_rewriting(pytester: pytest.Pytester) -> None:
         test_app="""
         import sys
         import policycompile, torch
-        from policycompile._patch import patch_info
+        from policycompile._engine.plan import patch_info
 
         def test_rewritten_and_patched(tmp_path):
             p = tmp_path / "p.yaml"

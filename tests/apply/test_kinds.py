@@ -23,7 +23,7 @@ BACKEND = {BACKEND!r}
 
 def eogb_wraps(value):
     # The hand decorator plus functools.wraps: under a classmethod the bare one fails in a
-    # compiled caller (AttributeError: type object 'C' has no attribute 'inner'; TORCH_FACTS).
+    # compiled caller (AttributeError: type object 'C' has no attribute 'inner'; docs/torch.md).
     return lambda f: functools.wraps(f)(torch._dynamo.error_on_graph_break(value)(f))
 """
 EOGB = "@torch._dynamo.error_on_graph_break({})"

@@ -261,6 +261,25 @@ def test_undo_while_another_thread_imports_leaves_nothing_wrapped(modules: Modul
     assert not hasattr(mod.probe, "__wrapped__")
 
 
+def test_an_alias_that_refuses_rebinding_is_said_not_hidden(modules: Modules) -> None:
+    """A module type whose ``__setattr__`` refuses keeps the original under its alias: the
+    calls through it are not under the policy, which a warning and the report say."""
+    name = modules.write(modules.name("aliased"), "def fn():\n    return 1\n")
+    mod = importlib.import_module(name)
+    holder = importlib.import_module(modules.write(modules.name("holder"), HOSTILE))
+    readonly = holder.ReadOnly(f"{name}_ro_holder")
+    vars(readonly)["alias"] = mod.fn
+    sys.modules[readonly.__name__] = readonly
+    with pytest.warns(pc.PolicyWarning, match="refused to be rebound") as seen:
+        handle = apply(modules.policy(eogb(f"{name}.fn")))
+    with handle:
+        assert vars(readonly)["alias"] is vars(mod.fn)["__wrapped__"]  # still the original
+        (text,) = [str(w.message) for w in seen if "refused" in str(w.message)]
+        assert text.startswith(f"{name}_ro_holder.alias holds the original of {name}.fn")
+        assert "AttributeError: read-only module" in text
+        assert text in handle.report().warnings
+
+
 def test_interrupted_undo_is_finished_by_a_second_undo(modules: Modules) -> None:
     name = modules.write(
         modules.name("interrupt"),

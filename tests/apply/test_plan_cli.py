@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from policycompile._cli import main
-from policycompile._handle import STATE
-from policycompile._patch import patch_info
+from policycompile._commands.cli import main
+from policycompile._engine.plan import patch_info
+from policycompile._runtime.state import STATE
 
 from .conftest import Modules
 

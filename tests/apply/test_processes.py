@@ -1,4 +1,4 @@
-"""Child processes of ``policycompile run`` apply its policy (SPEC section 9): multiprocessing
+"""Child processes of ``policycompile run`` apply its policy (docs/distributed.md): multiprocessing
 with spawn and forkserver, DataLoader workers, Python subprocesses; their observations join
 the parent's report. Each case is checked against the same program run by plain ``python``,
 where the child's break does not raise: the difference is the policy, applied in the child."""

@@ -1,7 +1,7 @@
-"""Conformance of SPEC section 8's keys, in the style of the seed tests: each module written
-with the hand decorators, and the same module undecorated under a policy, applied before and
-after import, give the same error or none, the same result, the same number of graphs and
-compiled frames, and the same calls in each graph."""
+"""Conformance of the per-function Dynamo controls (docs/policy.md), as in test_seed.py: each module
+written with the hand decorators, and the same module undecorated under a policy, applied before and
+after import, give the same error or none, the same result, the same number of graphs and compiled
+frames, and the same calls in each graph."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC section 8's keys beyond conformance: what the installed torch lacks, combinations
+"""Per-function Dynamo controls (docs/policy.md) beyond conformance: what torch lacks, combinations
 across rules, stance and dynamo_config off a compile entry, and what explain, plan and the
 report say about them."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import policycompile as pc
-from policycompile._cli import main
+from policycompile._commands.cli import main
 
 from .conftest import BACKEND, GRAPHS, Modules, apply
 

@@ -1,4 +1,4 @@
-"""``policycompile suggest``: a first policy from a run (SPEC section 10).
+"""``policycompile suggest``: a first policy from a run (docs/suggest.md).
 
 Each program runs in a fresh interpreter, as a user runs it. What the suggestion must match
 comes from outside policycompile: the graph breaks torch itself logs for the plain program

@@ -29,7 +29,7 @@ FAMILIES = {
 SCRIPT = r"""
 import functools, json, sys, torch, transformers
 import policycompile
-from policycompile._targets import Kind
+from policycompile._engine.targets import Kind
 
 counts = {"policy": 0, "hand": 0}
 
@@ -97,7 +97,7 @@ for family, layer, prefix in json.loads(sys.argv[1]):
             new = torch.compile(new, backend="count_hand", dynamic=False)
         if value is not None:
             new = torch._dynamo.error_on_graph_break(value)(new)
-            if target.kind is Kind.CLASSMETHOD:  # TORCH_FACTS: the bare one breaks here
+            if target.kind is Kind.CLASSMETHOD:  # docs/torch.md: the bare one breaks here
                 new = functools.wraps(func)(new)
         if target.kind is Kind.STATICMETHOD:
             new = staticmethod(new)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from policycompile._patch import _call_shape, _eogb_wrapper, _keep_identity
-from policycompile._targets import module_targets
+from policycompile._engine.targets import module_targets
+from policycompile._engine.wrappers import _call_shape, _eogb_wrapper, _keep_identity
 
 
 def wrap(fn: types.FunctionType) -> Callable[..., Any]:

@@ -1,0 +1,195 @@
+"""What a run observed, as ``suggest`` needs it: each break with the function its rule goes
+on, the program's own modules that Dynamo traced, and the repeated ``nn.Module`` classes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import site
+import sys
+import sysconfig
+import types
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._engine.targets import policy_module_name
+from .._observe.attribution import examples_dir, internal_dirs
+from .._observe.observer import Observer
+from .._observe.report import BreakReport, Report
+from .._observe.traced import Traced
+
+#: A class is suggested as a regional compile entry from this many instances per step.
+MIN_INSTANCES = 2
+
+
+_UNNAMED = re.compile(r"[/\\<:]")
+
+
+#: what a rule can name: identifiers joined by dots (not ``train-model``, not ``<locals>``)
+_NAMEABLE = re.compile(r"^[^\W\d]\w*(\.[^\W\d]\w*)*$")
+
+
+# -- what the run saw
+@dataclass
+class Findings:
+    """What a run observed, as the policy writers need it."""
+
+    report: Report
+    command: str  # the run, as the user gave it: "policycompile suggest train.py ARGS"
+    breaks: list[tuple[str | None, BreakReport]]  # (the rule's name, the break)
+    own_modules: list[str]  # the program's own modules whose code Dynamo traced
+    #: compile entry -> repeated module class -> its instances' paths ("" for a frame's own)
+    instances: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    sites: dict[str, str] = field(default_factory=dict)  # program entry -> torch.compile site
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # program entry -> options
+    base_entries: set[str] = field(default_factory=set)  # regions that are policy entries
+
+    def by_rule(self) -> dict[str, list[BreakReport]]:
+        """Breaks grouped by the name their rule goes on."""
+        out: dict[str, list[BreakReport]] = defaultdict(list)
+        for name, b in self.breaks:
+            if name is not None:
+                out[name].append(b)
+        return {k: sorted(v, key=_break_order) for k, v in sorted(out.items())}
+
+    @property
+    def unnamed(self) -> list[BreakReport]:
+        return [b for name, b in self.breaks if name is None]
+
+
+def _break_order(b: BreakReport) -> tuple[str, int, str]:
+    return (b.file, b.line, b.reason)
+
+
+def collect(
+    report: Report,
+    observer: Observer,
+    traced: Traced,
+    command: str,
+    *,
+    main: types.ModuleType | None,
+    sites: Mapping[str, str],
+    options: Mapping[str, dict[str, Any]],
+) -> Findings:
+    """Findings from the run's report (joined with its children's) and this process's
+    observer: the breaks, each with the function its rule goes on, and the program's own
+    modules that were traced."""
+    with observer.lock:
+        named = {(e.function, e.file, e.line, e.reason): e.named for e in observer.breaks.values()}
+    breaks = []
+    for b in report.graph_breaks:
+        key = (b.function, b.file, b.line, b.reason)
+        name = named[key] if key in named else (None if _UNNAMED.search(b.function) else b.function)
+        breaks.append((name if name is not None and _NAMEABLE.match(name) else None, b))
+    breaks.sort(key=lambda nb: _break_order(nb[1]))
+    main_dir = os.path.dirname(getattr(main, "__file__", None) or "") or None
+    files = set(traced.files) | {b.file for b in report.graph_breaks}
+    own = sorted(
+        {
+            name
+            for name in (_module_of(f, main) for f in files if _is_own(f, main_dir))
+            if name is not None and _NAMEABLE.match(name)
+        }
+    )
+    instances = {region: _repeated(traced.instances(region), main) for region in traced.seen}
+    with observer.lock:
+        base = set(observer.regions) - set(sites)  # the policy's own compile entries
+    return Findings(report, command, breaks, own, instances, dict(sites), dict(options), base)
+
+
+def _repeated(
+    classes: Mapping[type, Sequence[str]], main: types.ModuleType | None
+) -> dict[str, list[str]]:
+    """Class name -> the paths of its instances, for classes with at least
+    :data:`MIN_INSTANCES` instances, not torch's own (``Linear``), and none of them inside
+    an instance of another such class (a layer's norm or MLP: the layer is the region)."""
+    repeated = {
+        cls: paths
+        for cls, paths in classes.items()
+        if len(paths) >= MIN_INSTANCES and not cls.__module__.startswith("torch.")
+    }
+    out = {}
+    for cls, paths in repeated.items():
+        outer = [p for other, ps in repeated.items() if other is not cls for p in ps]
+        if any(any(p.startswith(o + ".") for o in outer if o) for p in paths):
+            continue
+        name = f"{_module_name(cls.__module__, main)}.{cls.__qualname__}"
+        if _NAMEABLE.match(name):  # a class made in a function (<locals>) has no rule name
+            out[name] = sorted(paths, key=_path_key)
+    return dict(sorted(out.items()))
+
+
+def _path_key(path: str) -> list[tuple[int, int | str]]:
+    """``h.10`` after ``h.9``."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.split(".")]
+
+
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    """Where the standard library and installed packages live."""
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.realpath(path))
+    for path in [*site.getsitepackages(), site.getusersitepackages()]:
+        dirs.add(os.path.realpath(path))
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        dirs.add(os.path.join(os.path.realpath(prefix), "lib"))
+    return tuple(sorted(d + os.sep for d in dirs))
+
+
+def _is_own(file: str, main_dir: str | None) -> bool:
+    """Whether ``file`` is the program's own code: not the standard library, not an installed
+    package, not torch or policycompile; the main module's own directory always is."""
+    if file.startswith("<"):
+        return False
+    real = os.path.realpath(file)
+    if main_dir is not None and real.startswith(os.path.realpath(main_dir) + os.sep):
+        return True
+    if real.startswith(examples_dir()):
+        return True
+    return not real.startswith((*_library_dirs(), *internal_dirs()))
+
+
+def _module_of(file: str, main: types.ModuleType | None) -> str | None:
+    """The policy name of the module whose source is ``file``."""
+    real = os.path.realpath(file)
+    candidates: list[types.ModuleType] = [main] if main is not None else []
+    candidates += [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
+    for module in candidates:
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and os.path.realpath(path) == real:
+            return policy_module_name(module)
+    return None
+
+
+def shown_path(file: str) -> str:
+    """``file`` as a reader finds it: relative to the current directory when inside it, else
+    to the ``sys.path`` entry holding it (``transformers/models/...``)."""
+    if file.startswith("<"):
+        return file
+    real = os.path.realpath(file)
+    here = os.path.realpath(os.getcwd()) + os.sep
+    if real.startswith(here):
+        return os.path.relpath(real, here)
+    roots = sorted(
+        (os.path.realpath(p) + os.sep for p in sys.path if p and os.path.isdir(p)),
+        key=len,
+        reverse=True,
+    )
+    for root in roots:
+        if real.startswith(root):
+            return os.path.relpath(real, root)
+    return file
+
+
+def _module_name(name: str, main: types.ModuleType | None = None) -> str:
+    """A module's name as policies give it (``train``, not ``__main__``); ``main`` is the
+    program's main module, once the runner has put the interpreter's back."""
+    module = main if main is not None and name in ("__main__", "__mp_main__") else None
+    module = module or sys.modules.get(name)
+    return (policy_module_name(module) if module is not None else None) or name

@@ -1,0 +1,164 @@
+"""Running a program under a policy, as ``run``, ``suggest`` and ``tune`` do: the policy
+exported to child processes, the main module patched as it defines things, the report
+joined with the children's and merged across ranks, and the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TextIO
+
+from .._errors import PolicyError
+from .._observe.merge import join_processes
+from .._observe.report import Report
+from .._runtime.api import apply
+from .._runtime.children import exported, read
+from .._runtime.handle import PolicyHandle
+from .._runtime.runner import run_main
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
+
+
+@dataclass
+class Outcome:
+    """How a program run under a policy ended, and its report where this process prints it."""
+
+    status: int
+    report: Report | None  # None on a rank other than 0: rank 0 prints the job's report
+    violations: int
+    failures: int = 0  # what the run could not see (attribution, the ranks' exchange)
+
+
+def run_program(
+    args: argparse.Namespace,
+    handle: PolicyHandle,
+    *,
+    on_main: Callable[[types.ModuleType], object] = lambda module: None,
+    strict: bool | None = None,
+) -> Outcome | int:
+    """Run ``args``' program under ``handle``'s policy as ``run`` does: the policy exported to
+    child processes, the main module patched as it defines things, the report joined with
+    the children's and merged across ranks. Returns the usage error's status where the
+    program cannot be found. ``strict`` overrides the file's for the children as it was for
+    ``handle`` (load())."""
+    policy = handle.policy
+    with exported(
+        policy=policy.path,
+        profile=policy.profile,
+        audit=handle.audit,
+        sha256=policy.fingerprint,
+        rank_check=handle.ranks.check,
+        strict=strict,
+    ) as session:
+
+        def local() -> Report:
+            """This process's report, joined with what its children left in the spool."""
+            children, problems = read(session.spool)
+            report = join_processes(handle.report(), children)
+            if problems:
+                report = replace(report, warnings=(*report.warnings, *problems))
+            return report
+
+        def defined(module: types.ModuleType, name: str) -> object:
+            on_main(module)
+            return handle.patch_module(module, only=name)
+
+        handle.ranks.local = local
+        try:
+            status = run_main(
+                args.module or args.program,
+                args.program_args,
+                as_module=args.module is not None,
+                on_defined=defined,
+                on_error=handle.record_exception,
+                quiet=(PolicyError,),
+            )
+        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            print(f"policycompile {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        settle_children()
+        ranks = handle.ranks
+        ranks.gather()  # a process group still alive at the end: merge over it now
+        report: Report | None = local() if ranks.rank is None else ranks.merged
+        lost = [ranks.failure] if ranks.failure else []
+        if ranks.rank is not None and ranks.rank != 0:
+            # rank 0 prints and writes the job's report; this rank's exit status still
+            # says whether any rank saw a violation, or failed to see
+            summary = ranks.summary
+            if summary is None:
+                mine = local()
+                return Outcome(status, None, len(mine.violations), len(mine.failures) + 1)
+            return Outcome(
+                status, None, summary["violations"], summary.get("failures", 0) + len(lost)
+            )
+        if report is None:  # rank 0 without a merged report (its group failed to agree)
+            report = local()
+        if lost:
+            report = replace(report, failures=(*report.failures, *lost))
+    return Outcome(status, report, len(report.violations), len(report.failures))
+
+
+def run_command(args: argparse.Namespace, out: TextIO) -> int:
+    """``policycompile run``."""
+    handle = apply(
+        args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
+    )
+    try:
+        outcome = run_program(args, handle)
+    finally:
+        handle.undo()
+    if isinstance(outcome, int):
+        return outcome
+    print_report(outcome.report, args)
+    return finish_ranks(handle, outcome, args.audit)
+
+
+def print_report(report: Report | None, args: argparse.Namespace) -> None:
+    if report is None:
+        return
+    sys.stderr.write("\n" + report.text(verbose=getattr(args, "verbose", False)))
+    if args.report_json:
+        with open(args.report_json, "w", encoding="utf-8") as f:
+            f.write(report.to_json() + "\n")
+
+
+def finish_ranks(handle: PolicyHandle, outcome: Outcome, audit: bool) -> int:
+    """The exit status; every rank says it reached the end (docs/distributed.md)."""
+    ranks = handle.ranks
+    failing = outcome.status == 0 and audit and bool(outcome.violations or outcome.failures)
+    if failing and ranks.rank:
+        # torchrun may stop this rank once another exits: say why it fails, first
+        print(
+            f"policycompile: rank {ranks.rank}: exit status {EXIT_VIOLATIONS}: the job's audit "
+            f"found {outcome.violations} violation(s)"
+            + (f" and could not see everything ({outcome.failures})" if outcome.failures else "")
+            + " (rank 0 printed the report)",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif failing and outcome.failures:
+        print(
+            f"policycompile: exit status {EXIT_VIOLATIONS}: the audit could not see everything "
+            f"({outcome.failures} failure(s), listed under NOT SEEN in the report): it cannot "
+            "pass",
+            file=sys.stderr,
+        )
+    ranks.finish(failing=failing)
+    return EXIT_VIOLATIONS if failing else outcome.status
+
+
+def settle_children() -> None:
+    """What the interpreter does at exit, done before the report so that children's reports
+    are in it: collect garbage (a DataLoader iterator caught in a reference cycle shuts its
+    workers down when collected), and wait for multiprocessing children that are not daemons."""
+
+    gc.collect()
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is not None:
+        for child in multiprocessing.active_children():
+            if not child.daemon:
+                child.join()

@@ -1,0 +1,228 @@
+"""The import hook: a meta-path finder that chains the real loader and patches after exec, and
+a watch on modules that are still executing."""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+import threading
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+class ChainedLoader(importlib.abc.Loader):
+    """Runs the real loader's ``exec_module``, puts the real loader back on the module, then
+    calls the hook. Everything else (``get_code`` for runpy, resources) goes to the real one."""
+
+    def __init__(
+        self, loader: Any, hook: Callable[[types.ModuleType, list[types.ModuleType]], object]
+    ) -> None:
+        self.loader = loader
+        self.hook = hook
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        create = getattr(self.loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__loader__ = self.loader
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self.loader
+        before = set(sys.modules)
+        self.loader.exec_module(module)
+        fresh = [
+            m
+            for name in set(sys.modules) - before
+            if isinstance(m := sys.modules.get(name), types.ModuleType)
+        ]
+        self.hook(module, fresh)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+class FinderFirst(list):  # type: ignore[type-arg]
+    """``sys.meta_path`` while a policy is applied: a finder inserted in front of the policy's
+    finder (pytest's assertion rewriter, typeguard's and wrapt's hooks all do
+    ``sys.meta_path.insert(0, finder)``) goes right behind it instead, so that covered
+    modules it finds are still patched; it is asked for them first all the same, by the
+    policy's finder, before any finder behind it.
+
+    It stands in for the list it was made from (code may hold that list): once no policy
+    finder is left, :meth:`PolicyFinder.uninstall` puts that very list back, holding the
+    finders of now."""
+
+    def __init__(self, original: list[Any]) -> None:
+        super().__init__(original)
+        self.original = original
+
+    def insert(self, index: Any, finder: Any) -> None:
+        if not isinstance(finder, PolicyFinder):
+            index = int(index)
+            if index < 0:
+                index = max(0, len(self) + index)
+            ours = [i for i, f in enumerate(self) if isinstance(f, PolicyFinder)]
+            if ours and index <= ours[-1]:
+                index = ours[-1] + 1
+        super().insert(index, finder)
+
+
+class PolicyFinder(importlib.abc.MetaPathFinder):
+    """Asks the finders behind it for the spec of a covered module and chains its loader.
+
+    It must stay first: a finder inserted in front of it later (pytest's assertion rewriter,
+    typeguard) would answer for covered modules itself. So every call checks its place,
+    moves back to the front, and tells ``displaced`` so that what was imported meanwhile
+    is patched; the finders now behind it are still asked, in their order.
+
+    :param covers: a pure, fast function of the module name: does the policy concern it?
+    :param hook: called with each covered module right after it executed, and the modules
+        imported while it executed.
+    :param on_displaced: called after the finder moved back in front of another.
+    """
+
+    def __init__(
+        self,
+        covers: Callable[[str], bool],
+        hook: Callable[[types.ModuleType, list[types.ModuleType]], object],
+        on_displaced: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.covers = covers
+        self.hook = hook
+        self.on_displaced = on_displaced
+        self._local = threading.local()
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if self.displaced():
+            self.install()
+            self.on_displaced()
+        if not self.covers(fullname):
+            return None
+        busy: set[str] = self._local.__dict__.setdefault("busy", set())
+        if fullname in busy:
+            return None
+        busy.add(fullname)
+        try:
+            spec = self._delegate(fullname, path, target)
+        finally:
+            busy.discard(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec  # not found, a namespace package, or a legacy loader: nothing to chain
+        spec.loader = ChainedLoader(spec.loader, self.hook)
+        return spec
+
+    def _delegate(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None
+    ) -> importlib.machinery.ModuleSpec | None:
+        finders = list(sys.meta_path)
+        start = finders.index(self) + 1 if self in finders else 0
+        for finder in finders[start:]:
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                return spec  # type: ignore[no-any-return]
+        return None
+
+    def displaced(self) -> bool:
+        """Whether another finder stands in front of this one."""
+        path = sys.meta_path
+        return bool(path) and path[0] is not self and self in path
+
+    def install(self) -> None:
+        """Put the finder first on ``sys.meta_path`` (moving it there if it is already on),
+        and keep it first: see :class:`FinderFirst`."""
+        self.uninstall()
+        if not isinstance(sys.meta_path, FinderFirst):
+            sys.meta_path = FinderFirst(sys.meta_path)
+        list.insert(sys.meta_path, 0, self)
+
+    def uninstall(self) -> None:
+        """Remove the finder; idempotent. The last policy finder to leave puts back the
+        list object ``sys.meta_path`` was before :meth:`install`."""
+        while self in sys.meta_path:
+            sys.meta_path.remove(self)
+        path = sys.meta_path
+        if isinstance(path, FinderFirst) and not any(isinstance(f, PolicyFinder) for f in path):
+            path.original[:] = list(path)
+            sys.meta_path = path.original
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+# -- modules still executing ----------------------------------------------------------------
+#
+# importlib marks a module's spec with ``_initializing = True`` while the module executes and
+# sets it back to False in the importing thread right after, before the import returns to
+# the importer. A module found half executed (another thread is importing it, or ``apply``
+# was called from inside it) is watched by giving its spec a subclass whose
+# ``_initializing`` setter calls back at that moment.
+
+_WATCHING: dict[type, type] = {}
+_CALLBACK = "_policycompile_when_executed"
+_VALUE = "_policycompile_initializing"
+
+
+def is_executing(module: types.ModuleType) -> bool:
+    """Whether ``module`` is still executing its top-level code (being imported)."""
+    spec = vars(module).get("__spec__")
+    return spec is not None and getattr(spec, "_initializing", False) is True
+
+
+def _watching_class(cls: type) -> type:
+    sub = _WATCHING.get(cls)
+    if sub is not None:
+        return sub
+
+    def get(spec: Any) -> Any:
+        return vars(spec).get(_VALUE, False)
+
+    def set_(spec: Any, value: Any) -> None:
+        callback = vars(spec).get(_CALLBACK)
+        _unwatch(spec, value)
+        if not value and callback is not None:
+            callback()
+
+    sub = type(cls.__name__, (cls,), {"_initializing": property(get, set_)})
+    sub.__qualname__ = cls.__qualname__
+    sub.__module__ = cls.__module__
+    _WATCHING[cls] = sub
+    _WATCHING[sub] = sub
+    return sub
+
+
+def _unwatch(spec: Any, value: Any) -> None:
+    cls = type(spec)
+    if _WATCHING.get(cls) is cls:
+        spec.__class__ = cls.__mro__[1]
+    vars(spec).pop(_CALLBACK, None)
+    vars(spec).pop(_VALUE, None)
+    spec._initializing = value
+
+
+def when_executed(module: types.ModuleType, callback: Callable[[types.ModuleType], object]) -> None:
+    """Call ``callback(module)`` in the importing thread once ``module`` has executed."""
+    spec = vars(module).get("__spec__")
+    if spec is None:
+        return
+    value = vars(spec).pop("_initializing", True)
+    vars(spec)[_VALUE] = value
+    vars(spec)[_CALLBACK] = lambda: callback(module)
+    spec.__class__ = _watching_class(type(spec))
+
+
+def stop_watching(module: types.ModuleType) -> None:
+    """Forget a watch set by :func:`when_executed` (the module keeps executing as it was)."""
+    spec = vars(module).get("__spec__")
+    if spec is not None and _CALLBACK in vars(spec):
+        _unwatch(spec, vars(spec).get(_VALUE, False))

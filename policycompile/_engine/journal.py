@@ -1,0 +1,82 @@
+"""The journal of patches: each attribute the policy replaced and each alias it rebound,
+with what to put back, restored only where it still holds our wrapper."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import PolicyTargetError
+from .plan import Plan
+from .targets import (
+    describe,
+)
+
+MISSING: Any = object()
+
+
+@dataclass(eq=False)
+class Record:
+    """One attribute we replaced, and what to put back."""
+
+    plan: Plan
+    owner: Any
+    attr: str
+    original: Any  # the value in owner.__dict__ before, or MISSING when inherited
+    new: Any
+
+    @property
+    def module(self) -> str:
+        return self.plan.target.module
+
+    def apply(self) -> None:
+        """Set the wrapper.
+
+        :raises PolicyTargetError: the owner refused (a metaclass or module type with its own
+            ``__setattr__``, a read-only module), located at the exact rule if one names it.
+        """
+        try:
+            setattr(self.owner, self.attr, self.new)
+        except Exception as exc:
+            exact = self.plan.exact
+            raise PolicyTargetError(
+                f"target {self.plan.target.display!r} cannot be patched: setting it on "
+                f"{describe(self.owner)} raised {type(exc).__name__}: {exc}",
+                exact.position if exact is not None else None,
+                rule=exact.pattern.text if exact is not None else None,
+            ) from None
+
+    def still_ours(self) -> bool:
+        return vars(self.owner).get(self.attr, MISSING) is self.new
+
+    def restore(self) -> bool:
+        """Put the original back if the attribute still holds our wrapper."""
+        if not self.still_ours():
+            return False
+        if self.original is MISSING:
+            delattr(self.owner, self.attr)
+        else:
+            setattr(self.owner, self.attr, self.original)
+        return True
+
+
+@dataclass(eq=False)
+class AliasRecord:
+    """A global of another module that held an original function, rebound to its wrapper."""
+
+    module: types.ModuleType
+    name: str
+    original: Any
+    new: Any
+
+    def restore(self) -> bool:
+        if vars(self.module).get(self.name, MISSING) is not self.new:
+            return False
+        setattr(self.module, self.name, self.original)
+        return True
+
+
+class HookRecord(AliasRecord):
+    """A function of torch wrapped by policycompile itself, not by a rule (the process
+    group's ``init_process_group`` and ``destroy_process_group``, watched for the ranks)."""

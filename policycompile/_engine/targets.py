@@ -1,0 +1,227 @@
+"""Finding what a policy can patch in a module or class, by raw attribute, and classifying it."""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class Kind(enum.Enum):
+    """How a callable is stored on its owner; the wrapper is stored back the same way."""
+
+    FUNCTION = "function"  # module-level
+    METHOD = "method"
+    STATICMETHOD = "staticmethod"
+    CLASSMETHOD = "classmethod"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One patchable callable: where it is stored, and what it is."""
+
+    name: str  # pkg.mod:Class.method, the name the policy resolves
+    owner: Any  # the module or class whose __dict__ receives the wrapper
+    attr: str
+    raw: Any  # the value as stored in the defining owner's __dict__
+    func: types.FunctionType  # the plain function underneath
+    kind: Kind
+    module: str  # the module's name as the policy sees it
+    defined_in: Any = None  # the base class whose __dict__ holds ``raw``, when inherited
+    is_forward: bool = False  # the forward of a torch.nn.Module subclass
+
+    @property
+    def display(self) -> str:
+        """``pkg.mod.Class.method``: the name without the module boundary."""
+        return self.name.replace(":", ".", 1)
+
+
+def policy_module_name(module: Any) -> str | None:
+    """The module's name for the policy, or None for an entry of ``sys.modules`` with no
+    usable name.
+
+    ``python -m pkg.app`` runs ``__main__`` as pkg.app, and ``python app.py`` (or
+    ``policycompile run policy.yaml app.py``) runs it as ``app``: policies name the program's
+    own functions as ``app.step`` either way, never ``__main__.step``; so do the children
+    of multiprocessing, which re-run it as ``__mp_main__``.
+    """
+    try:
+        name = vars(module).get("__name__")
+    except TypeError:
+        return None
+    if not isinstance(name, str):
+        return None
+    if name in ("__main__", "__mp_main__"):  # the latter: multiprocessing children
+        spec = vars(module).get("__spec__")
+        spec_name = getattr(spec, "name", None) if spec is not None else None
+        if isinstance(spec_name, str) and spec_name:
+            return spec_name
+        file = vars(module).get("__file__")
+        if isinstance(file, str) and file.endswith(".py"):
+            stem = os.path.splitext(os.path.basename(file))[0]
+            if stem.isidentifier():
+                return stem
+    return name
+
+
+def is_class(obj: Any) -> bool:
+    """``isinstance(obj, type)`` without asking ``obj.__class__`` (which may raise)."""
+    return issubclass(type(obj), type)
+
+
+def is_module_class(cls: type) -> bool:
+    """Whether ``cls`` subclasses torch.nn.Module (never imports torch to find out)."""
+    nn = sys.modules.get("torch.nn")
+    if nn is None or not is_class(cls):
+        return False
+    try:
+        return issubclass(cls, nn.Module)
+    except Exception:  # a metaclass with its own __subclasscheck__
+        return False
+
+
+def unwrap(raw: Any) -> tuple[Kind, types.FunctionType] | None:
+    """Kind and function of a class-dict or module-dict value, or None if not patchable."""
+    kind = type(raw)
+    if kind is staticmethod or kind is classmethod:
+        func = raw.__func__
+        if type(func) is types.FunctionType:
+            return (Kind.STATICMETHOD if kind is staticmethod else Kind.CLASSMETHOD), func
+        return None
+    if kind is types.FunctionType:
+        return Kind.METHOD, raw
+    return None
+
+
+def _own(obj: Any, attr: str) -> Any:
+    """``obj.attr`` read from its own ``__dict__`` (classes and functions), or None."""
+    try:
+        return vars(obj).get(attr)
+    except TypeError:
+        return None
+
+
+def module_targets(
+    module: types.ModuleType,
+    only: str | None = None,
+    skipped: list[tuple[str, str]] | None = None,
+) -> Iterator[Target]:
+    """Functions the module defines, and the members of the classes it defines, recursively.
+
+    Values are classified by ``type()``, never by attributes they may compute.
+
+    :param only: look at this one attribute of the module.
+    :param skipped: receives (name, why) for each class that cannot be patched (a C type),
+        when given.
+    """
+    real = vars(module).get("__name__")
+    name = policy_module_name(module)
+    if name is None:
+        return
+    items = list(vars(module).items())
+    if only is not None:
+        items = [(k, v) for k, v in items if k == only]
+    for attr, raw in items:
+        if type(raw) is types.FunctionType:
+            if raw.__module__ == real and raw.__qualname__ == attr:
+                yield Target(f"{name}:{attr}", module, attr, raw, raw, Kind.FUNCTION, name)
+        elif is_class(raw) and _own(raw, "__module__") == real and raw.__qualname__ == attr:
+            why = refuses_setattr(raw)
+            if why is not None:
+                # only worth a word when it holds Python functions a rule could mean
+                if skipped is not None and any(unwrap(v) for v in vars(raw).values()):
+                    skipped.append((f"{name}:{attr}", why))
+                continue
+            yield from class_targets(raw, name)
+
+
+def module_functions(module: types.ModuleType) -> Iterator[tuple[types.FunctionType, str]]:
+    """(function, qualified name) of each function and method ``module`` defines: how
+    reports name the frames of its code."""
+    for target in module_targets(module):
+        yield target.func, target.display
+
+
+def refuses_setattr(cls: type) -> str | None:
+    """Why ``setattr`` on ``cls`` cannot work, or None when it can."""
+    if not cls.__flags__ & (1 << 9):  # Py_TPFLAGS_HEAPTYPE
+        return "a C type, which refuses setattr"
+    return None  # a metaclass may refuse too: patching tries, and reports what it refuses
+
+
+def class_targets(cls: type, module: str, qualname: str | None = None) -> Iterator[Target]:
+    """The members stored in ``cls.__dict__`` (never ``getattr``, which binds), and nested
+    classes; an ``nn.Module`` subclass without its own ``forward`` offers the inherited one.
+
+    :param qualname: the path the policy reaches the class by, when not its ``__qualname__``
+        (an alias such as ``Public = _Impl``, or a class made by a factory).
+    """
+    qual = qualname or cls.__qualname__
+    prefix = f"{module}:{qual}"
+    module_class = is_module_class(cls)
+    own = vars(cls)
+    for attr, raw in list(own.items()):
+        if is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}":
+            yield from class_targets(raw, module, f"{qual}.{attr}")
+            continue
+        found = unwrap(raw)
+        if found is None:
+            continue
+        kind, func = found
+        yield Target(
+            f"{prefix}.{attr}",
+            cls,
+            attr,
+            raw,
+            func,
+            kind,
+            module,
+            is_forward=module_class and attr == "forward",
+        )
+    if module_class and "forward" not in own:
+        inherited = inherited_member(cls, "forward", module, qual)
+        if inherited is not None:
+            yield inherited
+
+
+def inherited_member(
+    cls: type, attr: str, module: str, qualname: str | None = None
+) -> Target | None:
+    """``attr`` as found along the MRO (not in ``cls`` itself), to be wrapped on ``cls`` only."""
+    for base in cls.__mro__[1:]:
+        if attr in vars(base):
+            found = unwrap(vars(base)[attr])
+            if found is None:
+                return None
+            kind, func = found
+            return Target(
+                f"{module}:{qualname or cls.__qualname__}.{attr}",
+                cls,
+                attr,
+                vars(base)[attr],
+                func,
+                kind,
+                module,
+                defined_in=base,
+                is_forward=attr == "forward" and is_module_class(cls),
+            )
+    return None
+
+
+def describe(obj: Any) -> str:
+    """A few words on what ``obj`` is, for 'cannot be patched' messages."""
+    if isinstance(obj, types.BuiltinFunctionType | types.BuiltinMethodType):
+        return "a builtin function"
+    if isinstance(obj, types.MethodDescriptorType | types.WrapperDescriptorType):
+        return "a method of a C type"
+    if isinstance(obj, types.GetSetDescriptorType | types.MemberDescriptorType | property):
+        return "an attribute descriptor, not a function"
+    if isinstance(obj, types.ModuleType):
+        return "a module"
+    if isinstance(obj, type):
+        return "a class"
+    return f"a {type(obj).__name__} object, not a function"

@@ -1,0 +1,109 @@
+"""The policy in child processes of ``policycompile run`` (docs/distributed.md).
+
+``run`` puts the policy, profile and audit setting in the environment variable
+``POLICYCOMPILE_RUN``, which every child inherits, with the path of a spool directory. A
+``.pth`` file installed with the package imports :mod:`policycompile._startup` at the start
+of any Python process that has the variable (the mechanism coverage.py uses for
+subprocesses), which applies the policy there; at exit the child writes its report into the
+spool, and the parent joins what it finds there into its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+from .._observe.report import Report
+
+ENV = "POLICYCOMPILE_RUN"
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a child needs to apply the parent's policy, and where to report."""
+
+    policy: str  # absolute path: a child may run in another directory
+    profile: str | None
+    audit: bool
+    sha256: str  # the resolved policy the parent applied: a child loading another one fails
+    spool: str
+    rank_check: bool = True
+    strict: bool | None = None  # the parent's override of the file's `strict` (load())
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_env(cls, text: str) -> Session:
+        return cls(**json.loads(text))
+
+
+@contextlib.contextmanager
+def exported(
+    *,
+    policy: str,
+    profile: str | None,
+    audit: bool,
+    sha256: str,
+    rank_check: bool,
+    strict: bool | None = None,
+) -> Iterator[Session]:
+    """Set ``POLICYCOMPILE_RUN`` for the children of the code run inside, with a fresh spool
+    directory; both are removed afterwards (an outer run's variable is put back)."""
+    spool = tempfile.mkdtemp(prefix="policycompile-")
+    session = Session(os.path.abspath(policy), profile, audit, sha256, spool, rank_check, strict)
+    before = os.environ.get(ENV)
+    os.environ[ENV] = session.to_env()
+    try:
+        yield session
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+        for name in _listing(spool):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(spool, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(spool)
+
+
+def write(spool: str, report: Report) -> None:
+    """Leave this process's report in the spool, replacing the one it left before: written
+    aside, then renamed into place, so the parent never reads half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=".tmp", dir=spool)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(report.to_json(indent=None))
+        os.replace(tmp, os.path.join(spool, f"{os.getpid()}.json"))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read(spool: str) -> tuple[list[Report], list[str]]:
+    """The reports children left so far, and a warning for each file that is not one."""
+    reports: list[Report] = []
+    problems: list[str] = []
+    for name in sorted(_listing(spool)):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(spool, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                reports.append(Report.from_dict(json.load(f)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"a child process's report could not be read ({name}: {exc})")
+    return reports, problems
+
+
+def _listing(spool: str) -> list[str]:
+    try:
+        return os.listdir(spool)
+    except OSError:
+        return []

@@ -1,0 +1,482 @@
+"""The applied policy: the handle that patches modules, journals what it did, rebinds
+aliases, reports, and undoes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import types
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from .._engine import hook as _hook
+from .._engine.journal import MISSING, AliasRecord, HookRecord, Record
+from .._engine.modules import ModulePlan, is_reexport, plan_module
+from .._engine.plan import Plan
+from .._engine.targets import Kind, module_functions, policy_module_name
+from .._engine.wrappers import build
+from .._errors import PolicyTargetError, PolicyWarning
+from .._observe.attribution import FunctionIndex
+from .._observe.observer import Observer
+from .._observe.report import Report
+from .._policy.policy import Policy
+from .._policy.tree import Rule, RuleRef
+from .._torch import catalog
+from .mainmodule import defined_after, running_main_line
+from .ranks import Ranks, digest
+from .references import unreached
+
+log = logging.getLogger("policycompile")
+
+Entry = Record | AliasRecord
+
+
+class Patched(list[Record]):
+    """The records one call to ``patch_module`` made; ``deferred`` says it left re-exports
+    for a later pass."""
+
+    def __init__(self, records: list[Record] | None = None, *, deferred: bool = False) -> None:
+        super().__init__(records or [])
+        self.deferred = deferred
+
+
+class PolicyHandle:
+    """An applied policy. ``undo()`` restores everything; also a context manager."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        applied_at: str,
+        *,
+        audit: bool = False,
+        rank_check: bool = True,
+        hold: frozenset[str] = frozenset(),
+        on_undone: Callable[[PolicyHandle], object] = lambda handle: None,
+    ) -> None:
+        self.policy = policy
+        self._on_undone = on_undone
+        self.applied_at = applied_at
+        self.audit = audit
+        #: modules (by ``__name__``) not patched until released: a main module that another
+        #: runner is still executing (multiprocessing's ``__mp_main__`` in a child)
+        self.hold = set(hold)
+        self.ranks = Ranks(digest(policy, audit=audit), check=rank_check)
+        self.observer = Observer(FunctionIndex(self._plans, module_functions), audit=audit)
+        self._lock = threading.RLock()
+        # Every patch and alias, in the order made: undo walks it backwards, removing each
+        # entry only once it is restored, so an interrupted undo can be finished.
+        self._journal: list[Entry] = []
+        self._restoring: Entry | None = None
+        self._wrappers: dict[int, tuple[Any, Any]] = {}  # id(wrapper) -> (wrapper, original)
+        self._matched: set[Rule] = set()
+        self._patched_modules: set[str] = set()
+        self._watched: list[types.ModuleType] = []
+        self.warnings: list[str] = []
+        self.finder: _hook.PolicyFinder | None = None
+        self.active = True
+        self._finished = False
+
+    # -- what was done
+    @property
+    def records(self) -> tuple[Record, ...]:
+        """Every attribute currently patched, in the order patched."""
+        with self._lock:
+            return tuple(e for e in self._journal if isinstance(e, Record))
+
+    @property
+    def aliases(self) -> tuple[AliasRecord, ...]:
+        """Globals of other modules rebound to a wrapper, in the order rebound."""
+        with self._lock:
+            return tuple(
+                e
+                for e in self._journal
+                if isinstance(e, AliasRecord) and not isinstance(e, HookRecord)
+            )
+
+    def _plans(self) -> list[Plan]:
+        return [r.plan for r in self.records]
+
+    def report(self) -> Report:
+        """What happened so far under this policy: regions, graph breaks, violations."""
+        self._check_position()
+        regions, breaks = self.observer.snapshot()
+        counts: dict[RuleRef, int] = defaultdict(int)
+        for record in self.records:
+            for rule in set(record.plan.rules.values()):
+                counts[rule] += 1
+        policy = self.policy
+        with self._lock:
+            warnings, failures = tuple(self.warnings), tuple(self.observer.failures)
+        return Report(
+            policy_path=policy.path,
+            profile=policy.profile,
+            sha256=policy.fingerprint,
+            torch_version=catalog.version(),
+            audit=self.audit,
+            regions=regions,
+            graph_breaks=breaks,
+            unused_rules=tuple(policy.ref(r) for r in self.unused_rules()),
+            patched=tuple(sorted(counts.items(), key=lambda rn: str(rn[0]))),
+            warnings=warnings,
+            failures=failures,
+        )
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Add a graph break that raised (fullgraph, error_on_graph_break) to the report.
+
+        Breaks raised through a policy wrapper are recorded on their way out; ``policycompile
+        run`` and the pytest plugin call this with the exception that reached them, for the
+        others. Other exceptions are ignored.
+        """
+        self.observer.record_exception(exc)
+
+    def unused_rules(self) -> list[Rule]:
+        """Rules that matched no object in any module patched so far."""
+        with self._lock:
+            return [r for r in self.policy.rules if r not in self._matched]
+
+    # -- applying
+    def start(self) -> None:
+        """Patch every covered module imported so far, rebind aliases, install the hook.
+
+        Defining names are patched before re-exports of them, so a rule on a re-exported
+        name wraps the defining name's wrapper whatever the import order was. Modules still
+        executing (imported by another thread, or the one calling ``apply``) are patched as
+        far as they got, and again when they finish.
+        """
+        self.observer.install()
+        covered = [m for m in _modules() if self.covers(m)]
+        self._check_main(covered)
+        later = [m for m in covered if self._patch_now_or_later(m, reexports=False)]
+        self.rebind_aliases(_modules())
+        for module in later:
+            self._patch_now_or_later(module, reexports=True)
+        self.finder = _hook.PolicyFinder(
+            self.policy.tree.covers_module, self._on_import, self._on_displaced
+        )
+        self.finder.install()
+        with self._lock:
+            self._journal.extend(self.ranks.install(_modules()))
+
+    def release(self, name: str) -> None:
+        """Stop holding module ``name`` back; the caller patches it."""
+        with self._lock:
+            self.hold.discard(name)
+
+    def covers(self, module: types.ModuleType) -> bool:
+        """Whether the policy concerns ``module`` (and it is not held back)."""
+        name = policy_module_name(module)
+        if name is None or vars(module).get("__name__") in self.hold:
+            return False
+        return self.policy.tree.covers_module(name)
+
+    def _patch_now_or_later(self, module: types.ModuleType, *, reexports: bool) -> bool:
+        """Patch ``module`` (as far as it got, if it is still executing); True when it holds
+        re-exports left for the pass after this one."""
+        executing = _hook.is_executing(module)
+        plan = self.patch_module(module, partial=executing, reexports=reexports)
+        if executing and module not in self._watched:
+            self._watched.append(module)
+            _hook.when_executed(module, self._on_finished)
+        return plan.deferred
+
+    def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
+        done = self.patch_module(module)
+        # A module imported while this one executed may hold one of its originals (a
+        # circular `from this import fn`): point it at the wrapper too.
+        self.rebind_aliases(fresh, done)
+
+    def _on_finished(self, module: types.ModuleType) -> None:
+        with self._lock:
+            if module in self._watched:
+                self._watched.remove(module)
+        if not self.active:
+            return
+        done = self.patch_module(module)
+        self.rebind_aliases(_modules(), done)
+
+    def _on_displaced(self) -> None:
+        """Another finder went in front of ours: patch what it imported behind our back."""
+        missed = [
+            m
+            for m in _modules()
+            if (name := policy_module_name(m)) is not None
+            and name not in self._patched_modules
+            and self.covers(m)
+        ]
+        for module in missed:
+            self._patch_now_or_later(module, reexports=False)
+        if missed:
+            self.rebind_aliases(_modules())
+
+    def _check_position(self) -> None:
+        if self.active and self.finder is not None and self.finder.displaced():
+            self.finder.install()
+            self._on_displaced()
+
+    def patch_module(
+        self,
+        module: types.ModuleType,
+        only: str | None = None,
+        *,
+        partial: bool = False,
+        reexports: bool | None = None,
+    ) -> Patched:
+        """Patch one module, all or nothing. Raises for a missing exact target under strict.
+
+        :param only: patch just the object this module attribute names (``policycompile run``
+            patches a ``__main__`` module statement by statement, as its code defines things).
+        :param partial: the module is still executing: patch what it defined so far, and
+            leave missing names to be checked when it finishes.
+        :param reexports: see :func:`plan_module`.
+        """
+        matched: set[Rule] = set()
+        plan = plan_module(self.policy, module, matched, only=only, reexports=reexports)
+        for line in plan.skipped:
+            self.warn(f"skipped {line}")
+        if not partial:
+            self._report_problems(plan)
+        done = Patched(deferred=plan.deferred)
+        with self._lock:
+            if not self.active:
+                return done
+            try:
+                for p in plan.plans:
+                    owner, attr = p.target.owner, p.target.attr
+                    original = vars(owner).get(attr, MISSING)
+                    new = build(p, self.observer, audit=self.audit)
+                    record = Record(p, owner, attr, original, new)
+                    try:
+                        record.apply()
+                    except PolicyTargetError as exc:
+                        if p.exact is not None:
+                            raise
+                        self.warn(f"skipped {exc.message}")
+                        continue
+                    done.append(record)
+            except BaseException:
+                for record in reversed(done):
+                    record.restore()
+                raise
+            if plan.module in self._patched_modules:
+                # importlib.reload re-executes the module: records of its old objects are stale
+                self._journal = [
+                    e
+                    for e in self._journal
+                    if not isinstance(e, Record) or e.module != plan.module or e.still_ours()
+                ]
+            self._patched_modules.add(plan.module)
+            self._journal.extend(done)
+            for record in done:
+                self._wrappers[id(record.new)] = (record.new, record.original)
+            self._matched |= matched
+        for record in done:
+            log.info("patched %s: %s", record.plan.target.display, " ".join(record.plan.decorators))
+        return done
+
+    def _report_problems(self, plan: ModulePlan) -> None:
+        if not plan.problems:
+            return
+        if self.policy.strict:
+            raise plan.problems[0]
+        for problem in plan.problems:
+            self.warn(str(problem).replace(": error: ", ": warning: ", 1))
+
+    def warn(self, text: str) -> None:
+        """Say ``text``: a ``PolicyWarning``, the log, and the report's warnings."""
+        log.warning("%s", text)
+        with self._lock:
+            self.warnings.append(text)
+        warnings.warn(text, PolicyWarning, stacklevel=3)
+
+    def _check_main(self, covered: list[types.ModuleType]) -> None:
+        """``apply()`` called from a script's own top-level code (``python app.py``): what
+        the script defines further down cannot be patched, so say it plainly, naming the
+        definitions below the ``apply`` line that the policy reaches."""
+        main = sys.modules.get("__main__")
+        where = running_main_line(main)
+        if main is None or where is None or main not in covered:
+            return
+        name = policy_module_name(main)
+        file, line = where
+        later = [d for d in defined_after(file, line) if self.policy.tree.matches(f"{name}:{d}")]
+        if not later:
+            return
+        hint = (
+            f"apply() was called at {file}:{line}, while {name} (the script, running as "
+            "__main__) was still executing, and a plain `python` run cannot patch what it "
+            "defines later. Call apply() after the definitions, or run the program with "
+            f"`policycompile run {self.policy.path} {file}`, which patches the script's "
+            "functions as it defines them"
+        )
+        for problem in plan_module(self.policy, main, set()).problems:
+            if "names nothing" in problem.message:
+                raise PolicyTargetError(
+                    f"target {problem.rule!r} names nothing yet: {hint}",
+                    problem.position,
+                    rule=problem.rule,
+                )
+        self.warn(f"{name}: {', '.join(later)} not patched: {hint}")
+
+    def rebind_aliases(
+        self, modules: list[types.ModuleType], records: list[Record] | None = None
+    ) -> None:
+        """Point globals of ``modules`` that hold an original function at its wrapper
+        (``from pkg.mod import fn`` before the module was patched).
+
+        Patched names themselves are never rebound, nor is ``__main__`` at apply time: its
+        module-level code may be running a loop over the very names we would rebind.
+
+        :param records: the patches whose originals to look for; all by default.
+        """
+        recs = self.records if records is None else tuple(records)
+        originals: dict[int, Record] = {}
+        # the defining name's wrapper, not a re-export's, when both wrap one original
+        for r in sorted(recs, key=lambda r: is_reexport(r.plan.target)):
+            if r.plan.target.kind is Kind.FUNCTION and r.original is not MISSING:
+                originals.setdefault(id(r.original), r)
+        if not originals:
+            return
+        with self._lock:
+            patched = {(id(e.owner), e.attr) for e in self._journal if isinstance(e, Record)}
+        refused: list[tuple[str, Record, Exception]] = []
+        for module in modules:
+            module_name = vars(module).get("__name__")
+            if module_name == "__main__" or module_name in self.hold:
+                continue
+            for name, value in _items(module):
+                record = originals.get(id(value))
+                if record is None or value is not record.original:
+                    continue
+                if (id(module), name) in patched:
+                    continue
+                with self._lock:
+                    if not self.active:
+                        return
+                    try:
+                        setattr(module, name, record.new)
+                    except Exception as exc:  # whatever a module type's __setattr__ raises
+                        refused.append((f"{module_name}.{name}", record, exc))
+                        continue
+                    self._journal.append(AliasRecord(module, name, value, record.new))
+        for where, record, error in refused:
+            self.warn(
+                f"{where} holds the original of {record.plan.target.display} and refused to be "
+                f"rebound ({type(error).__name__}: {error}): calls through it are not under the "
+                "policy"
+            )
+
+    def unreached_references(self) -> list[str]:
+        """References to patched module-level functions that rebinding could not reach
+        (containers, closures), e.g. ``HANDLERS = [fn]`` taken before apply. A full heap
+        scan: computed on demand (reports, ``plan``), never during apply."""
+        records = self.records
+        originals = [
+            r.original
+            for r in records
+            if r.plan.target.kind is Kind.FUNCTION and r.original is not MISSING
+        ]
+        if not originals:
+            return []
+        with self._lock:
+            journal, pairs = list(self._journal), list(self._wrappers.values())
+        return unreached(originals, journal, pairs, _modules())
+
+    # -- undoing
+    def undo(self) -> None:
+        """Restore every patched attribute and alias that still holds our wrapper, then any
+        global that took one of our wrappers since (``from mod import fn`` after apply);
+        remove the import hook. Safe to call twice, and after an interrupted undo it
+        finishes the job."""
+        with self._lock:
+            if self._finished:
+                return
+            self.active = False  # from here on, no import patches anything
+        if self.finder is not None:
+            self.finder.uninstall()
+        self.observer.uninstall()
+        for module in list(self._watched):
+            _hook.stop_watching(module)
+        self._watched.clear()
+        while True:
+            with self._lock:
+                if not self._journal:
+                    break
+                entry = self._journal[-1]
+            again = entry is self._restoring
+            self._restoring = entry
+            if not entry.restore() and not again:
+                self._left_alone(entry)
+            with self._lock:
+                if self._journal and self._journal[-1] is entry:
+                    self._journal.pop()
+        self._restoring = None
+        self._sweep()
+        with self._lock:
+            self._finished = True
+        self._on_undone(self)
+
+    def _sweep(self) -> None:
+        """Put originals back into globals that still hold one of our function wrappers."""
+        wrappers = self._wrappers
+        if not wrappers:
+            return
+
+        def original(value: Any) -> Any:
+            seen: set[int] = set()  # a wrapper is never its own original; guard all the same
+            while (
+                id(value) in wrappers and wrappers[id(value)][0] is value and id(value) not in seen
+            ):
+                seen.add(id(value))
+                value = wrappers[id(value)][1]
+            return value
+
+        for module in _modules():
+            for name, value in _items(module):
+                if id(value) in wrappers and wrappers[id(value)][0] is value:
+                    restored = original(value)
+                    if restored is not MISSING:
+                        try:
+                            setattr(module, name, restored)
+                        except Exception as exc:  # whatever its __setattr__ raises: say so
+                            warnings.warn(
+                                f"{vars(module).get('__name__')}.{name} still holds the "
+                                f"policy's wrapper: putting the original back raised "
+                                f"{type(exc).__name__}: {exc}",
+                                PolicyWarning,
+                                stacklevel=3,
+                            )
+        self._wrappers = {}
+
+    def _left_alone(self, entry: Entry) -> None:
+        if isinstance(entry, AliasRecord):
+            name = f"{entry.module.__name__}.{entry.name}"
+        else:
+            name = entry.plan.target.display
+        text = f"{name} no longer holds the policy's wrapper (replaced since); left as it is"
+        warnings.warn(text, PolicyWarning, stacklevel=3)
+
+    def __enter__(self) -> PolicyHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.undo()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "undone"
+        return f"<PolicyHandle {self.policy.path!r} {state}, {len(self.records)} patched>"
+
+
+def _modules() -> list[types.ModuleType]:
+    """The modules imported so far (entries of ``sys.modules`` that are modules)."""
+    return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
+
+
+def _items(module: types.ModuleType) -> list[tuple[str, Any]]:
+    try:
+        return list(vars(module).items())
+    except TypeError:
+        return []

@@ -1,0 +1,102 @@
+"""What the installed torch accepts, read from torch itself: ``torch.compile``'s keywords,
+backends, Inductor's modes and options, ``torch._dynamo.config`` names, stances and the
+per-function decorators. The policy layer checks names against these (docs/policy.md)."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import re
+from typing import Any
+
+
+def version() -> str:
+    """``torch.__version__`` as a string."""
+    import torch
+
+    return str(torch.__version__)
+
+
+def api(module: str, name: str) -> Any:
+    """``module.name`` in the installed torch (a per-function decorator), or None."""
+    return getattr(importlib.import_module(module), name, None)
+
+
+@functools.cache
+def torch_compile_keywords() -> tuple[str, frozenset[str]]:
+    """The installed torch's version and the keywords its ``torch.compile`` accepts."""
+    import torch
+
+    params = inspect.signature(torch.compile).parameters
+    return str(torch.__version__), frozenset(p for p in params if p != "model")
+
+
+def torch_backends() -> tuple[str, ...]:
+    """The backends torch knows by name, its own and those registered so far (not cached:
+    a program registers its own before apply)."""
+    import torch._dynamo
+
+    return tuple(torch._dynamo.list_backends(exclude_tags=()))
+
+
+@functools.cache
+def inductor_modes() -> tuple[str, ...]:
+    """The modes ``torch.compile`` accepts (Inductor's)."""
+    import torch._inductor
+
+    return tuple(torch._inductor.list_mode_options())
+
+
+@functools.cache
+def inductor_options() -> dict[str, Any]:
+    """Inductor's options and their defaults (``torch.compile(options=...)`` keys)."""
+    import torch._inductor.config
+
+    return dict(torch._inductor.config.get_config_copy())
+
+
+@functools.cache
+def dynamo_config_defaults() -> dict[str, Any]:
+    """``torch._dynamo.config`` names and their defaults."""
+    import torch._dynamo.config
+
+    return dict(torch._dynamo.config.get_config_copy())
+
+
+def parameters(module: str, name: str) -> frozenset[str]:
+    """The parameter names of ``module.name`` (empty when torch has no such function)."""
+    try:
+        return frozenset(
+            inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        )
+    except (AttributeError, TypeError, ValueError):
+        return frozenset()
+
+
+@functools.cache
+def stances() -> tuple[str, ...]:
+    """The names ``torch.compiler.set_stance`` accepts in the installed torch.
+
+    torch keeps no list: Dynamo's ``_callback_from_stance`` compares the stance with each
+    name in turn (and raises for any other), so the names are read from its source; a torch
+    installed without sources gets the names documented since 2.6.
+    """
+    from torch._dynamo import eval_frame
+
+    try:
+        source = inspect.getsource(eval_frame._callback_from_stance)
+    except (AttributeError, OSError, TypeError):
+        return _DOCUMENTED_STANCES
+    found = tuple(dict.fromkeys(re.findall(r'stance == "(\w+)"', source)))
+    return found or _DOCUMENTED_STANCES
+
+
+_DOCUMENTED_STANCES = (
+    "default",
+    "force_eager",
+    "eager_on_recompile",
+    "fail_on_recompile",
+    "eager_then_compile",
+    "aot_eager_then_compile",
+)

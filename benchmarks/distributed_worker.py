@@ -42,7 +42,7 @@ def main() -> None:
     dist.destroy_process_group()
     destroy_s = time.perf_counter() - start
     timings: dict[str, float] = {}
-    from policycompile._runtime.handle import STATE
+    from policycompile._runtime.state import STATE
 
     if STATE.active is not None:
         timings = dict(STATE.active.ranks.timings)

@@ -39,7 +39,38 @@ class Session:
 
     @classmethod
     def from_env(cls, text: str) -> Session:
-        return cls(**json.loads(text))
+        """The session ``text`` describes.
+
+        :raises ValueError: not JSON, or a field missing, unknown or of the wrong type.
+        """
+        doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise ValueError(f"not a JSON object: {text[:40]!r}")
+        unknown = sorted(set(doc) - set(_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}")
+        for name, (kinds, required) in _FIELDS.items():
+            if name not in doc:
+                if required:
+                    raise ValueError(f"field {name!r} is missing")
+                continue
+            value = doc[name]
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise ValueError(f"field {name!r} must be {wanted}, not {value!r}")
+        return cls(**doc)
+
+
+#: each field of the variable: the JSON types it takes, and whether it must be given
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "policy": ((str,), True),
+    "profile": ((str, type(None)), True),
+    "audit": ((bool,), True),
+    "sha256": ((str,), True),
+    "spool": ((str,), True),
+    "rank_check": ((bool,), False),
+    "strict": ((bool, type(None)), False),
+}
 
 
 @contextlib.contextmanager

@@ -362,11 +362,15 @@ class PolicyHandle:
                         refused.append((f"{module_name}.{name}", record, exc))
                         continue
                     self._journal.append(AliasRecord(module, name, value, record.new))
-        for where, record, error in refused:
+        if refused:
+            shown = [
+                f"{where} (of {record.plan.target.display}: {type(error).__name__}: {error})"
+                for where, record, error in refused[:5]
+            ]
+            more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
             self.warn(
-                f"{where} holds the original of {record.plan.target.display} and refused to be "
-                f"rebound ({type(error).__name__}: {error}): calls through it are not under the "
-                "policy"
+                f"{len(refused)} alias(es) hold an original and refused to be rebound, so calls "
+                f"through them are not under the policy: {'; '.join(shown)}{more}"
             )
 
     def unreached_references(self) -> list[str]:

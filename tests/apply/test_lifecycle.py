@@ -275,9 +275,27 @@ def test_an_alias_that_refuses_rebinding_is_said_not_hidden(modules: Modules) ->
     with handle:
         assert vars(readonly)["alias"] is vars(mod.fn)["__wrapped__"]  # still the original
         (text,) = [str(w.message) for w in seen if "refused" in str(w.message)]
-        assert text.startswith(f"{name}_ro_holder.alias holds the original of {name}.fn")
-        assert "AttributeError: read-only module" in text
+        assert text.startswith("1 alias(es) hold an original and refused to be rebound")
+        assert f"{name}_ro_holder.alias (of {name}.fn: AttributeError: read-only module)" in text
         assert text in handle.report().warnings
+
+
+def test_a_wrapper_that_cannot_be_taken_back_is_said_at_undo(modules: Modules) -> None:
+    """A read-only module that took a wrapper after apply (``from mod import fn`` in a module
+    imported later) keeps it after undo: a warning says so."""
+    name = modules.write(modules.name("swept"), "def fn():\n    return 1\n")
+    mod = importlib.import_module(name)
+    holder = importlib.import_module(modules.write(modules.name("holder"), HOSTILE))
+    readonly = holder.ReadOnly(f"{name}_ro_taker")
+    sys.modules[readonly.__name__] = readonly
+    handle = apply(modules.policy(eogb(f"{name}.fn")))
+    vars(readonly)["alias"] = mod.fn  # taken under the policy
+    with pytest.warns(pc.PolicyWarning, match="still holds the policy's wrapper") as seen:
+        handle.undo()
+    (text,) = [str(w.message) for w in seen if "still holds" in str(w.message)]
+    assert text.startswith(f"{name}_ro_taker.alias still holds")
+    assert "AttributeError: read-only module" in text
+    assert vars(mod)["fn"] is not vars(readonly)["alias"]
 
 
 def test_interrupted_undo_is_finished_by_a_second_undo(modules: Modules) -> None:

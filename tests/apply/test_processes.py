@@ -250,6 +250,16 @@ def test_child_refuses_a_policy_that_changed(tmp_path: Path) -> None:
     done = python("-c", "print('ran')", cwd=tmp_path, env={"POLICYCOMPILE_RUN": "{"})
     assert done.returncode == 1 and "POLICYCOMPILE_RUN is not valid" in done.stderr
     assert "Fatal Python error" not in done.stderr
+    # a well-formed variable with a field of the wrong type: the same one line, before torch
+    wrong = json.dumps({**session, "profile": 5})
+    done = python(
+        "-c", "import torch; print('ran')", cwd=tmp_path, env={"POLICYCOMPILE_RUN": wrong}
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "POLICYCOMPILE_RUN is not valid (field 'profile' must be str or null, not 5)" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_startup_file_is_installed_and_inert_without_the_variable() -> None:
@@ -281,11 +291,23 @@ def work(q):
     except Exception as exc:
         q.put(type(exc).__name__)
 
+def answer(q, p):
+    # the child's answer, or at once how it died (its own stderr says why): a child that
+    # fails at start-up never answers, and waiting out a timeout would hide the cause
+    import queue
+
+    while True:
+        try:
+            return q.get(timeout=0.5)
+        except queue.Empty:
+            if not p.is_alive():
+                return f"died with exit status {p.exitcode}"
+
 if __name__ == "__main__":
     q = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=work, args=(q,))
     p.start()
-    print("child:", q.get(timeout=120))
+    print("child:", answer(q, p))
     p.join()
 """
 

@@ -4,8 +4,11 @@ report say about them."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,28 +67,37 @@ def test_stance_reaches_compile_entries_only(modules: Modules) -> None:
     exact = modules.policy(
         f"version: 1\ntargets:\n  {name}.helper:\n    stance: force_eager\n", "exact.yaml"
     )
+    helper = vars(module)["helper"]
     with pytest.raises(pc.PolicyTargetError) as info:
         apply(exact)
     assert "is not a compile entry" in str(info.value) and info.value.line == 4
-    assert module.helper(1) == 1
+    assert vars(module)["helper"] is helper  # nothing stays patched
 
 
-def test_fail_on_recompile_is_reported_as_a_stance_error(modules: Modules) -> None:
-    name = modules.write(modules.name("m"), "def entry(x):\n    return x * 2\n")
+def test_fail_on_recompile_is_reported_as_a_stance_error(
+    modules: Modules, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The program's own error reaches ``policycompile run``, which hands it to the report."""
+    source = (
+        "import torch\n\ndef entry(x):\n    return x * 2\n\n"
+        "if __name__ == '__main__':\n    entry(torch.ones(2))\n"
+    )
+    name = modules.write(modules.name("m"), source)
     policy = modules.policy(
         f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
         f"  {name}.entry: {{compile: true, stance: fail_on_recompile}}\n"
     )
-    with apply(policy) as handle:
-        module = importlib.import_module(name)
-        with pytest.raises(RuntimeError, match="fail_on_recompile") as info:
-            module.entry(torch.ones(2))
-        handle.record_exception(info.value)
-        report = handle.report()
+    monkeypatch.chdir(modules.root)
+    out = tmp_path / "r.json"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["run", str(policy), "--report-json", str(out), "-m", name])
+    assert status == 1 and "fail_on_recompile" in err.getvalue()  # the program failed
+    report = pc.Report.from_dict(json.loads(out.read_text()))
     (region,) = report.regions
     assert (region.name, region.stance_errors, region.graphs) == (f"{name}.entry", 1, 0)
     assert report.graph_breaks == ()
-    assert "stopped by stance fail_on_recompile: 1 time(s)" in report.text()
+    assert "stopped by stance fail_on_recompile: 1 time(s)" in err.getvalue()
 
 
 def test_explain_tree_and_plan_show_the_new_keys(modules: Modules) -> None:

@@ -575,9 +575,14 @@ def test_usage_errors_change_nothing(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "policy.yaml exists" in done.stderr
     assert existing.read_text(encoding="utf-8") == "version: 1\ntargets: {}\n"
-    done = _cli(tmp_path, "suggest", "--base", "policy.yaml", "--update", "policy.yaml", "x.py")
+    done = _cli(
+        tmp_path, "suggest", "--base", "policy.yaml", "--update", "policy.yaml", "breaks.py"
+    )
     assert done.returncode == 2
-    assert _cli(tmp_path, "suggest", "-o", "s.yaml").returncode == 2
+    assert "give --base or --update, not both" in done.stderr
+    assert "graph break" not in done.stderr  # refused before the program ran
+    done = _cli(tmp_path, "suggest", "-o", "s.yaml")
+    assert done.returncode == 2 and "give either -m MODULE or SCRIPT" in done.stderr
     bad = _write(tmp_path, "bad.yaml", "version: 1\ntargets:\n  a: [1\n")
     done = _cli(tmp_path, "suggest", "--update", "bad.yaml", "breaks.py")
     assert done.returncode == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import types
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from .._runtime.api import apply
 from .._runtime.children import exported, read
 from .._runtime.handle import PolicyHandle
 from .._runtime.runner import run_main
+from . import files
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
 
@@ -104,6 +106,8 @@ def run_program(
 
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
     """``policycompile run``."""
+    if args.report_json:  # from where the command started: the program may change directory
+        args.report_json = files.anchored(args.report_json, os.getcwd())
     handle = apply(
         args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
     )

@@ -4,6 +4,7 @@ point; imports nothing heavy unless ``--policy`` or ``--policy-suggest`` is give
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     handle = config.stash.get(_HANDLE, None)
     if handle is None:
         return
-    out = config.getoption("--policy-report-json")
+    out = _anchored(config, config.getoption("--policy-report-json"))
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.write(handle.report().to_json() + "\n")
@@ -143,5 +144,12 @@ def _write_suggestion(config: pytest.Config, handle: PolicyHandle) -> None:
     suggesting.stop()
     args = [a for a in config.invocation_params.args if isinstance(a, str)]
     findings = suggesting.findings(handle.report(), " ".join(["pytest", *args]))
-    base = config.getoption("--policy")
-    write.write_checked(write.suggest(findings, out=out, base=base), out)
+    base = _anchored(config, config.getoption("--policy"))
+    target = _anchored(config, out)
+    assert target is not None
+    write.write_checked(write.suggest(findings, out=target, base=base), target)
+
+
+def _anchored(config: pytest.Config, path: str | None) -> str | None:
+    """A path option from the directory pytest started in (a test may change directory)."""
+    return None if not path else os.path.join(config.invocation_params.dir, path)

@@ -10,19 +10,19 @@ key order and formatting.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import PolicyError, PolicySyntaxError, Position
 from .._observe.report import BreakReport
+from .._policy.load import load
 from .._policy.validate import validate_file
 from .._torch.logs import RESUME
+from . import files
 from .findings import _UNNAMED, Findings, shown_path
 
 #: The modeline's schema, and the first line of every suggested file.
@@ -258,10 +258,10 @@ def read_for_update(path: str) -> Any:
     from ruamel.yaml.error import MarkedYAMLError
 
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise PolicyError(f"cannot read {path}: {exc.strerror or exc}", path=path) from None
+        text, _style = files.read(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise PolicyError(f"cannot read {path}: {why or exc}", path=path) from None
     try:
         doc = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -279,6 +279,7 @@ class _Update:
     targets by normalised name."""
 
     path: str
+    shown: str  # the file as the user named it
     doc: Any
     before: str
     targets: Any
@@ -287,7 +288,9 @@ class _Update:
     notes: list[str] = field(default_factory=list)
 
 
-def update(findings: Findings, path: str, policy: Any) -> tuple[str, list[str]]:
+def update(
+    findings: Findings, path: str, policy: Any, *, shown: str | None = None
+) -> tuple[str, list[str]]:
     """``path``'s policy with the findings merged in, and what the user should know.
 
     Nothing written by hand is removed or changed: a rule that forbids an observed break
@@ -298,13 +301,13 @@ def update(findings: Findings, path: str, policy: Any) -> tuple[str, list[str]]:
     from ruamel.yaml.comments import CommentedMap
 
     doc = read_for_update(path)
-    with open(path, encoding="utf-8") as f:
-        before = f.read()
+    _unshare(doc)
+    before, _style = files.read(path)
     targets = doc.get("targets")
     if not isinstance(targets, CommentedMap):
         targets = doc["targets"] = _map()
     names = {_norm(k): k for k in targets}
-    u = _Update(path, doc, before, targets, _indent_of(targets, 2), names)
+    u = _Update(path, shown or path, doc, before, targets, _indent_of(targets, 2), names)
     hand = set(names)
     by_rule = findings.by_rule()
     _add_breaks(u, by_rule)
@@ -314,13 +317,46 @@ def update(findings: Findings, path: str, policy: Any) -> tuple[str, list[str]]:
     return _dump_update(doc), u.notes
 
 
+def _unshare(doc: Any) -> None:
+    """Give each profile its own copy of any node it shares with the top-level targets
+    (``targets: &common`` and ``strict: {targets: *common}``): a rule added to the targets
+    must never reach a profile through an alias, where it would allow what the profile
+    forbids."""
+    import copy
+
+    shared: set[int] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict | list):
+            shared.add(id(node))
+            for child in node.values() if isinstance(node, dict) else node:
+                collect(child)
+
+    def unshare(parent: Any) -> None:
+        keys = parent.keys() if isinstance(parent, dict) else range(len(parent))
+        for key in list(keys):
+            child = parent[key]
+            if id(child) in shared:
+                own = copy.deepcopy(child)
+                if getattr(own, "anchor", None) is not None:
+                    own.anchor.value = None
+                parent[key] = own
+            elif isinstance(child, dict | list):
+                unshare(child)
+
+    collect(doc.get("targets"))
+    profiles = doc.get("profiles")
+    if isinstance(profiles, dict):
+        unshare(profiles)
+
+
 def _add_breaks(u: _Update, by_rule: Mapping[str, list[BreakReport]]) -> None:
     """A rule allowing each observed break where no rule of its own is written; breaks the
     policy forbids are listed and commented, never loosened."""
     for name, breaks in by_rule.items():
         forbidden = [b for b in breaks if not b.allowed]
         for b in forbidden:
-            by = str(b.rule).replace(os.path.abspath(u.path), u.path)
+            by = str(b.rule).replace(os.path.abspath(u.path), u.shown)
             u.notes.append(
                 f"{shown_path(b.file)}:{b.line}: {b.reason}: forbidden by {by}; left as written"
             )
@@ -395,26 +431,23 @@ def _mark_unused(u: _Update, findings: Findings) -> None:
         text = f"{MARK} {pattern} matched nothing in the last run"
         if text not in u.before:
             _comment(u.targets, pattern, text, u.indent)
-        u.notes.append(f"{u.path}: {pattern} matched nothing in the run")
+        u.notes.append(f"{u.shown}: {pattern} matched nothing in the run")
 
 
-def write_checked(text: str, path: str) -> None:
+def write_checked(text: str, path: str, *, style: files.Style | None = None) -> None:
     """Write ``text`` to ``path`` once it validates as written there (relative ``extends``
-    and all); an invalid suggestion is a bug, and leaves ``path`` as it was."""
+    and all, and extending no file it would replace); an invalid suggestion is a bug, and
+    leaves ``path`` as it was (see :func:`files.write_checked`)."""
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=".policycompile-", suffix=".yaml", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        errors = [d for d in validate_file(temp) if d.severity == "error"]
-        if errors:
-            raise RuntimeError(f"the suggested policy does not validate: {errors[0]}")
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    def check(temp: str) -> list[str]:
+        errors = [str(d) for d in validate_file(temp) if d.severity == "error"]
+        if not errors:
+            sources = load(temp, profile="").sources[1:]
+            if os.path.realpath(path) in {os.path.realpath(s) for s in sources}:
+                errors.append(f"it extends {path}, the very file it would replace")
+        return errors
+
+    files.write_checked(text, path, check, style=style)
 
 
 def _dump_update(doc: Any) -> str:

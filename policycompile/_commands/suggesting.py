@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import types
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 from .._observe.report import Report
@@ -16,6 +16,7 @@ from .._observe.traced import Traced
 from .._policy.load import load
 from .._runtime.api import apply
 from .._runtime.handle import PolicyHandle
+from . import files
 from . import suggest as write
 from .compiles import ProgramCompiles
 from .findings import Findings, collect
@@ -62,13 +63,22 @@ def suggest_command(args: argparse.Namespace, out: TextIO) -> int:
     """``policycompile suggest``: run the program in audit mode under ``--base`` (or
     ``--update``'s file, or nothing), observing its own torch.compile calls too, and write
     the policy the run suggests."""
-    target = args.out or args.update or SUGGEST_OUT
-    refused = _refuse(args, target)
+    start = os.getcwd()
+    shown = args.out or args.update or SUGGEST_OUT
+    paths = _Paths(
+        shown,
+        files.anchored(shown, start),
+        args.update and files.anchored(args.update, start),
+        args.base and files.anchored(args.base, start),
+    )
+    if args.report_json:
+        args.report_json = files.anchored(args.report_json, start)
+    refused = _refuse(args, paths)
     if refused is not None:
         print(f"policycompile suggest: {refused}", file=sys.stderr)
         return EXIT_USAGE
     with tempfile.TemporaryDirectory(prefix="policycompile-") as scratch:
-        status = _suggest(args, out, target, scratch)
+        status = _suggest(args, out, paths, scratch)
     if status != 0:
         print(
             f"policycompile suggest: the program exited with status {status}; the policy "
@@ -78,25 +88,45 @@ def suggest_command(args: argparse.Namespace, out: TextIO) -> int:
     return status
 
 
-def _refuse(args: argparse.Namespace, target: str) -> str | None:
+@dataclass(frozen=True)
+class _Paths:
+    """The files of one suggest run, as given (for messages) and from where it started (for
+    reading and writing: the program may change directory, as Hydra does)."""
+
+    shown: str  # the output as the user named it
+    target: str
+    update: str | None
+    base: str | None
+
+
+def _refuse(args: argparse.Namespace, paths: _Paths) -> str | None:
     """Why the command cannot run as given, before the program runs; None when it can."""
     if args.base and args.update:
         return "give --base or --update, not both"
-    if args.out is None and args.update is None and os.path.exists(target):
+    shown, target = paths.shown, paths.target
+    if args.out is None and args.update is None and os.path.lexists(target):
         return (
-            f"{target} exists: give -o OUT to replace it, or --update {target} to merge this "
+            f"{shown} exists: give -o OUT to replace it, or --update {shown} to merge this "
             "run into it"
         )
-    folder = os.path.dirname(os.path.abspath(target))
-    if target != "-" and not os.path.isdir(folder):
-        return f"cannot write {target}: no folder {folder}"
-    if target != "-" and os.path.isdir(target):
-        return f"cannot write {target}: it is a folder"
-    return None
+    if target == "-":
+        return None
+    if paths.base is not None:
+        chain = {os.path.realpath(s) for s in load(paths.base, profile="").sources}
+        if os.path.realpath(target) in chain:
+            return (
+                f"cannot write {shown}: the --base policy is, or extends, that file (the "
+                f"suggestion extends the base): give another -o, or --update {args.base}"
+            )
+    if paths.update is not None and os.path.realpath(target) != os.path.realpath(paths.update):
+        chain = {os.path.realpath(s) for s in load(paths.update, profile="").sources}
+        if os.path.realpath(target) in chain:
+            return f"cannot write {shown}: --update {args.update} extends it"
+    return files.refusal(target, shown)
 
 
-def _suggest(args: argparse.Namespace, out: TextIO, target: str, scratch: str) -> int:
-    policy_file = args.update or args.base
+def _suggest(args: argparse.Namespace, out: TextIO, paths: _Paths, scratch: str) -> int:
+    policy_file = args.update or args.base  # loaded now, before the program can move
     if policy_file is None:
         policy_file = os.path.join(scratch, "empty.yaml")
         with open(policy_file, "w", encoding="utf-8") as f:
@@ -105,8 +135,8 @@ def _suggest(args: argparse.Namespace, out: TextIO, target: str, scratch: str) -
     # update marks, where `strict` would stop the run at the import
     strict = False if args.update else None
     policy = load(policy_file, profile="", strict=strict)
-    if args.update:  # what update() will read: its located error before the run
-        write.read_for_update(args.update)
+    if paths.update:  # what update() will read: its located error before the run
+        write.read_for_update(paths.update)
     handle = apply(policy, audit=True, rank_check=not args.no_rank_check)
     suggesting = Suggesting(handle)
     mains: list[types.ModuleType] = []
@@ -133,18 +163,27 @@ def _suggest(args: argparse.Namespace, out: TextIO, target: str, scratch: str) -
     findings = suggesting.findings(
         outcome.report, " ".join([*command, *args.program_args]), mains[0] if mains else None
     )
-    written = _write(findings, args, out, target, handle)
+    written = _write(findings, args, out, paths, handle)
     return status if written else EXIT_USAGE
 
 
 def _write(
-    findings: Findings, args: argparse.Namespace, out: TextIO, target: str, handle: PolicyHandle
+    findings: Findings, args: argparse.Namespace, out: TextIO, paths: _Paths, handle: PolicyHandle
 ) -> bool:
     """Write the suggested policy (or the updated one) and say what the user should know."""
-    if args.update:
-        text, notes = write.update(findings, args.update, handle.policy)
+    shown, target = paths.shown, paths.target
+    report = findings.report
+    if not report.regions and not report.graph_breaks and os.path.lexists(target):
+        print(
+            f"policycompile suggest: the run observed nothing (no compile entry ran): {shown} "
+            "is left as it was",
+            file=sys.stderr,
+        )
+        return True
+    if paths.update is not None:
+        text, notes = write.update(findings, paths.update, handle.policy, shown=args.update)
     else:
-        text = write.suggest(findings, out=None if target == "-" else target, base=args.base)
+        text = write.suggest(findings, out=None if target == "-" else target, base=paths.base)
         notes = []
     if findings.unnamed:
         notes.append(
@@ -161,12 +200,12 @@ def _write(
         write.write_checked(text, target)
     except OSError as exc:
         print(
-            f"policycompile suggest: cannot write {target}: {exc.strerror or exc}",
+            f"policycompile suggest: cannot write {shown}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return False
     print(
-        f"policycompile suggest: wrote {target} "
+        f"policycompile suggest: wrote {shown} "
         f"({len(findings.breaks)} graph break site(s), "
         f"{len(findings.own_modules)} own module(s) traced)",
         file=sys.stderr,

@@ -6,7 +6,6 @@ interpreter start-up, and pays only for what start-up needs (docs/distributed.md
 """
 
 import importlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 from ._errors import PolicyConflictError as PolicyConflictError
@@ -66,9 +65,6 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
-
-# Quiet by default: what was patched, skipped and why is logged here for those who ask.
-logging.getLogger("policycompile").addHandler(logging.NullHandler())
 
 __all__ = [
     "BreakReport",

@@ -128,7 +128,11 @@ def test_explain_text(write_policy: WritePolicy) -> None:
         "  # data-dependent routing",
         f"      lost: 'app.models.**' at {path}:5 (true): fewer literal segments (2 < 4)",
     ]
-    assert "no rule of the policy reaches" in run("explain", str(path), "other.fn")[1]
+    unreached = run("explain", str(path), "other.fn")[1]
+    assert "no rule of the policy reaches" in unreached
+    assert "at run time it inherits the error_on_graph_break setting of whatever calls it" in (
+        unreached
+    )
 
 
 def test_explain_conflict_is_an_error(
@@ -197,3 +201,33 @@ def test_console_script_and_module_entry_points(write_policy: WritePolicy) -> No
         )
         assert bad.returncode == 1
         assert bad.stdout.strip() == f"{path}.missing:1:1: error: no such policy file"
+
+
+def test_validate_reports_schema_and_torch_errors_in_one_pass(write_policy: WritePolicy) -> None:
+    """Four typos, one run: the schema's (an unknown key) and the installed torch's (a
+    backend, a compile option, a stance), each at its place."""
+    path = write_policy(
+        """
+        version: 1
+        compile:
+          backend: inductr
+        targets:
+          app.step:
+            fullgrap: true
+          app.train:
+            compile: {dynamc: true}
+          app.entry:
+            compile: true
+            stance: fail_on_recompil
+        """
+    )
+    status, out = run("validate", str(path))
+    assert status == 1
+    found = [line.split(": error: ")[0] for line in out.splitlines()]
+    assert found == [f"{path}:3:3", f"{path}:6:5", f"{path}:8:15", f"{path}:11:5"], out
+    assert "'inductr'" in out and "'fullgrap'" in out and "'dynamc'" in out
+    assert "'fail_on_recompil'" in out
+    # and a file with only the installed torch's problems: both of them too
+    path.write_text(path.read_text().replace("fullgrap", "fullgraph"))
+    status, out = run("validate", str(path))
+    assert status == 1 and len(out.splitlines()) == 3, out

@@ -151,6 +151,8 @@ def test_differences_name_each_field_and_its_ranks() -> None:
         "path": "p.yaml",
     }
     assert differences({r: dict(base) for r in range(8)}) == ""
+    # the same policy at another path on each node: the same policy
+    assert differences({r: {**base, "path": f"/node{r}/p.yaml"} for r in range(8)}) == ""
     odd = {r: dict(base) for r in range(8)}
     odd[5] = {**base, "sha256": "b" * 64, "profile": "strict"}
     odd[6] = {**base, "torch": "2.12.0"}

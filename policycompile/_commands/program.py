@@ -11,7 +11,7 @@ import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from .._errors import PolicyError
 from .._observe.merge import join_processes
@@ -38,15 +38,17 @@ class Outcome:
 def run_program(
     args: argparse.Namespace,
     handle: PolicyHandle,
+    conclude: Callable[[Outcome], int],
     *,
     on_main: Callable[[types.ModuleType], object] = lambda module: None,
     strict: bool | None = None,
-) -> Outcome | int:
+) -> int:
     """Run ``args``' program under ``handle``'s policy as ``run`` does: the policy exported to
     child processes, the main module patched as it defines things, the report joined with
-    the children's and merged across ranks. Returns the usage error's status where the
-    program cannot be found. ``strict`` overrides the file's for the children as it was for
-    ``handle`` (load())."""
+    the children's and merged across ranks; then ``conclude`` (print, write, decide the exit
+    status), also when the program leaves through ``os._exit`` (docs/reports.md). Returns
+    the exit status, or the usage error's where the program cannot be found. ``strict``
+    overrides the file's for the children as it was for ``handle`` (load())."""
     policy = handle.policy
     with exported(
         policy=policy.path,
@@ -70,6 +72,8 @@ def run_program(
             return handle.patch_module(module, only=name)
 
         handle.ranks.local = local
+        guard = ExitGuard(lambda status: conclude(_outcome(handle, status, local, False)))
+        guard.install()
         try:
             status = run_main(
                 args.module or args.program,
@@ -82,26 +86,74 @@ def run_program(
         except (FileNotFoundError, ModuleNotFoundError) as exc:
             print(f"policycompile {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        finally:
+            guard.uninstall()
         settle_children()
-        ranks = handle.ranks
-        ranks.gather()  # a process group still alive at the end: merge over it now
-        report: Report | None = local() if ranks.rank is None else ranks.merged
-        lost = [ranks.failure] if ranks.failure else []
-        if ranks.rank is not None and ranks.rank != 0:
-            # rank 0 prints and writes the job's report; this rank's exit status still
-            # says whether any rank saw a violation, or failed to see
-            summary = ranks.summary
-            if summary is None:
-                mine = local()
-                return Outcome(status, None, len(mine.violations), len(mine.failures) + 1)
-            return Outcome(
-                status, None, summary["violations"], summary.get("failures", 0) + len(lost)
-            )
-        if report is None:  # rank 0 without a merged report (its group failed to agree)
-            report = local()
-        if lost:
-            report = replace(report, failures=(*report.failures, *lost))
+        return conclude(_outcome(handle, status, local, True))
+
+
+def _outcome(
+    handle: PolicyHandle, status: int, local: Callable[[], Report], gather: bool
+) -> Outcome:
+    """How the run ended: its report (merged over the ranks, where rank 0 has it) and what
+    the verdict counts. ``gather``: merge over a process group still alive now."""
+    ranks = handle.ranks
+    if gather:
+        ranks.gather()
+    report: Report | None = local() if ranks.rank is None else ranks.merged
+    lost = [ranks.failure] if ranks.failure else []
+    if ranks.rank is not None and ranks.rank != 0:
+        # rank 0 prints and writes the job's report; this rank's exit status still
+        # says whether any rank saw a violation, or failed to see
+        summary = ranks.summary
+        if summary is None:
+            mine = local()
+            return Outcome(status, None, len(mine.violations), len(mine.failures) + 1)
+        return Outcome(status, None, summary["violations"], summary.get("failures", 0) + len(lost))
+    if report is None:  # rank 0 without a merged report (its group failed to agree)
+        report = local()
+    if lost:
+        report = replace(report, failures=(*report.failures, *lost))
     return Outcome(status, report, len(report.violations), len(report.failures))
+
+
+class ExitGuard:
+    """While the program runs, ``os._exit`` (which skips ``finally`` blocks and ``atexit``)
+    first has ``conclude`` finish what the command owes the run (the report, its JSON, the
+    audit verdict, a suggested policy), then exits with the status it returns. Only in this
+    process: a forked child inherits the guard and exits as it asked.
+
+    :param conclude: the program's exit status -> the command's.
+    """
+
+    def __init__(self, conclude: Callable[[int], int]) -> None:
+        self.conclude = conclude
+        self.pid = os.getpid()
+        self.real = os._exit
+        self.done = False
+
+    def install(self) -> None:
+        os._exit = self._exit
+
+    def uninstall(self) -> None:
+        if os._exit is self._exit:
+            os._exit = self.real
+
+    def _exit(self, status: int) -> NoReturn:
+        if os.getpid() == self.pid and not self.done:
+            self.done = True  # once, whatever conclude does
+            try:
+                status = self.conclude(status)
+            except BaseException as exc:  # the program is leaving: say it, do not hang
+                print(
+                    f"policycompile: the report could not be finished at os._exit: "
+                    f"{type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                )
+                status = status or EXIT_INTERNAL
+            sys.stdout.flush()
+            sys.stderr.flush()
+        self.real(status)
 
 
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -111,14 +163,15 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     handle = apply(
         args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
     )
+
+    def conclude(outcome: Outcome) -> int:
+        print_report(outcome.report, args)
+        return finish_ranks(handle, outcome, args.audit)
+
     try:
-        outcome = run_program(args, handle)
+        return run_program(args, handle, conclude)
     finally:
         handle.undo()
-    if isinstance(outcome, int):
-        return outcome
-    print_report(outcome.report, args)
-    return finish_ranks(handle, outcome, args.audit)
 
 
 def print_report(report: Report | None, args: argparse.Namespace) -> None:

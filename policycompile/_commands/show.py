@@ -52,7 +52,11 @@ def explain_text(policy: Policy, explanation: Explanation) -> str:
     profile = f" (profile {policy.profile})" if policy.profile else ""
     lines = [f"{res.name}{profile}"]
     if not res.decisions:
-        lines.append("  no rule of the policy reaches this name")
+        lines.append(
+            "  no rule of the policy reaches this name: at run time it inherits the "
+            "error_on_graph_break setting of whatever calls it (a caller's rule, or torch's "
+            "default); a report names that rule for a break here"
+        )
     if COMPILE not in res.decisions:
         lines.append("  compile: not a compile entry")
     for key, decision in sorted(res.decisions.items()):

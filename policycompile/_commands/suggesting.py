@@ -20,7 +20,7 @@ from . import files
 from . import suggest as write
 from .compiles import ProgramCompiles
 from .findings import Findings, collect
-from .program import EXIT_USAGE, finish_ranks, print_report, run_program
+from .program import EXIT_USAGE, Outcome, finish_ranks, print_report, run_program
 
 #: ``suggest`` writes here when given no ``-o``.
 SUGGEST_OUT = "policy.yaml"
@@ -140,31 +140,37 @@ def _suggest(args: argparse.Namespace, out: TextIO, paths: _Paths, scratch: str)
     handle = apply(policy, audit=True, rank_check=not args.no_rank_check)
     suggesting = Suggesting(handle)
     mains: list[types.ModuleType] = []
+
+    def conclude(outcome: Outcome) -> int:
+        """Print the run's report and write its policy (also at the program's os._exit)."""
+        suggesting.stop()
+        if outcome.report is not None:
+            # the report names the policy the user gave, not the run's scratch files
+            shown = args.update or args.base or "(no policy)"
+            outcome = replace(outcome, report=replace(outcome.report, policy_path=shown))
+        print_report(outcome.report, args)
+        status = finish_ranks(handle, replace(outcome, violations=0, failures=0), audit=False)
+        if outcome.report is None:
+            return status  # rank 0 writes the job's policy
+        command = ["policycompile suggest", *(["--base", args.base] if args.base else [])]
+        command += ["-m", args.module] if args.module else [args.program]
+        findings = suggesting.findings(
+            outcome.report, " ".join([*command, *args.program_args]), mains[0] if mains else None
+        )
+        return status if _write(findings, args, out, paths, handle) else EXIT_USAGE
+
     suggesting.start()
     try:
-        outcome = run_program(
-            args, handle, on_main=lambda m: mains.append(m) if not mains else None, strict=strict
+        return run_program(
+            args,
+            handle,
+            conclude,
+            on_main=lambda m: mains.append(m) if not mains else None,
+            strict=strict,
         )
     finally:
         suggesting.stop()
         handle.undo()
-    if isinstance(outcome, int):
-        return outcome
-    if outcome.report is not None:
-        # the report names the policy the user gave, not the run's scratch files
-        shown = args.update or args.base or "(no policy)"
-        outcome = replace(outcome, report=replace(outcome.report, policy_path=shown))
-    print_report(outcome.report, args)
-    status = finish_ranks(handle, replace(outcome, violations=0, failures=0), audit=False)
-    if outcome.report is None:
-        return status  # rank 0 writes the job's policy
-    command = ["policycompile suggest", *(["--base", args.base] if args.base else [])]
-    command += ["-m", args.module] if args.module else [args.program]
-    findings = suggesting.findings(
-        outcome.report, " ".join([*command, *args.program_args]), mains[0] if mains else None
-    )
-    written = _write(findings, args, out, paths, handle)
-    return status if written else EXIT_USAGE
 
 
 def _write(

@@ -16,6 +16,10 @@ from typing import Any
 from .._policy.tree import RuleRef
 from .._torch.logs import RESUME, Frame
 
+#: an error_on_graph_break setting in force at a break: its value, the rule that set it (None
+#: for one written by hand) and the function whose wrapper set it
+InForce = tuple[bool, "RuleRef | None", "str | None"]
+
 #: Every policy wrapper's code has a file name starting with this (see ``wrappers.label``).
 WRAPPER_FILE_PREFIX = "<policycompile "
 
@@ -334,19 +338,20 @@ def settings_at(
     hand: HandWritten,
     *,
     around: Iterable[Any] = (),
-) -> list[tuple[bool, RuleRef | None]]:
-    """Every error_on_graph_break in force at the break, outermost first, as (value, rule):
-    the policy's wrappers (rule "pattern (file:line)") and what the source says by hand
-    (rule None), around the compile and then along the traced frames.
+) -> list[InForce]:
+    """Every error_on_graph_break in force at the break, outermost first, as (value, rule,
+    function): the policy's wrappers (the rule, and the function it wraps) and what the
+    source says by hand (no rule), around the compile and then along the traced frames.
 
     :param around: plans known to be in force around the compile where its eager frames
         are not at hand (a failed compile read back from Dynamo's metrics).
     """
-    out: list[tuple[bool, RuleRef | None]] = []
+    out: list[InForce] = []
 
     def policy(plan: Any) -> None:
         if plan is not None and plan.error_on_graph_break is not None:
-            out.append((plan.error_on_graph_break, plan.rules.get("error_on_graph_break")))
+            rule = plan.rules.get("error_on_graph_break")
+            out.append((plan.error_on_graph_break, rule, plan.target.display))
 
     for plan in around:
         policy(plan)
@@ -355,9 +360,9 @@ def settings_at(
         if frame.file.startswith(WRAPPER_FILE_PREFIX):
             policy(wrappers.get(frame.file))
         else:
-            out.extend((v, None) for v in hand.at(frame))
+            out.extend((v, None, None) for v in hand.at(frame))
     for frame, plan in zip(stack, entered, strict=True):
         policy(plan)
         if not frame.file.startswith(WRAPPER_FILE_PREFIX):
-            out.extend((v, None) for v in hand.at(frame))
+            out.extend((v, None, None) for v in hand.at(frame))
     return out

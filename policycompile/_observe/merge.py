@@ -87,6 +87,7 @@ BREAK: dict[str, Combine] = {
     "tests": _once,
     "ranks": _first,
     "named": _first,
+    "under": _first,
 }
 
 

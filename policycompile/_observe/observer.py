@@ -47,6 +47,10 @@ from .traced import Traced
 _RECORDED = "__policycompile_recorded__"
 
 log = logging.getLogger("policycompile")
+# Quiet by default: what was patched, skipped and why is logged here for those who ask (the
+# package's own __init__ does not import logging: a child's start-up would pay for it).
+if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+    log.addHandler(logging.NullHandler())
 
 _P = ParamSpec("_P")
 
@@ -134,6 +138,20 @@ class Observer:
             if text not in self.failures:
                 self.failures.append(text)
         self._changed()
+
+    def forget_after_fork(self) -> None:
+        """In a process just forked from this one: forget what was counted, keeping the
+        compile entries, so that it reports only what it compiles itself (its memory holds
+        a copy of its parent's counts, which its parent reports). The failed compiles that
+        Dynamo's metrics hold are its parent's too."""
+        self.lock = threading.Lock()  # another thread may have held it at the fork
+        for region in self.regions.values():
+            vars(region).update(vars(RegionStats(region.name, region.plan)))
+        self.breaks.clear()
+        self.failures.clear()
+        self._seen.clear()
+        self._frame_regions.clear()
+        self._raised = {(f.compile_id, f.code[0], f.code[1]) for f in _dynamo.failed_compiles()}
 
     def snapshot(self) -> tuple[tuple[RegionReport, ...], tuple[BreakReport, ...]]:
         """The regions that compiled something (or raised, or hit a limit) and the break
@@ -409,7 +427,8 @@ class Observer:
         # a break in a lambda or closure: the innermost function a rule can name on its
         # stack (Dynamo's stack starts at the program's frames around the compile)
         named = self._named(user, plans[-1] if plans else None)
-        rule, allowed = govern(region, settings_at(eager, stack, entered, self.wrappers, self.hand))
+        in_force = settings_at(eager, stack, entered, self.wrappers, self.hand)
+        rule, allowed, where = govern(region, in_force)
         if not self.audit:
             allowed = not raised  # Dynamo itself decided
         key = (function, site.file, site.line, reason)
@@ -429,6 +448,7 @@ class Observer:
                     False,
                     (),
                     named=named,
+                    under=where if where != function else None,
                 )
             counted = (key, frame_id) not in self._seen or frame_id is None
             self._seen.add((key, frame_id))

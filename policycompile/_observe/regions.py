@@ -55,14 +55,15 @@ class ObservedBackend:
 
 
 def govern(
-    region: RegionStats | None, settings: list[tuple[bool, RuleRef | None]]
-) -> tuple[RuleRef | None, bool]:
-    """(rule, allowed) for a break under ``region`` with the error_on_graph_break
+    region: RegionStats | None, settings: list[tuple[bool, RuleRef | None, str | None]]
+) -> tuple[RuleRef | None, bool, str | None]:
+    """(rule, allowed, where) for a break under ``region`` with the error_on_graph_break
     ``settings`` in force (outermost first): a fullgraph region forbids every break;
-    otherwise the innermost setting decides, as the flag would."""
+    otherwise the innermost setting decides, as the flag would. ``where`` is the function
+    whose wrapper set the deciding value (the compile entry, for fullgraph)."""
     if region is not None and region.fullgraph:
-        return region.plan.rules.get("compile.fullgraph"), False
+        return region.plan.rules.get("compile.fullgraph"), False, region.name
     if settings:
-        value, rule = settings[-1]
-        return rule, not value
-    return None, True
+        value, rule, where = settings[-1]
+        return rule, not value, where
+    return None, True, None

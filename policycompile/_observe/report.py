@@ -51,6 +51,9 @@ class BreakReport:
     #: the innermost function on the break's stack that a policy rule can name (outside
     #: torch): where ``policycompile suggest`` puts the break's rule
     named: str | None = None
+    #: the function whose wrapper set the setting in force, where it is not ``function``
+    #: itself: no rule reaches ``function``, which inherits its caller's at run time
+    under: str | None = None
 
     @property
     def key(self) -> tuple[str, str, int, str, RuleRef | None, str | None]:
@@ -237,6 +240,11 @@ class Report:
             for b in by_rule[rule]:
                 status = "allowed" if b.allowed else "VIOLATION"
                 lines.append(f"    {status:<9} {b.function} at {b.file}:{b.line}: {b.reason}")
+                if b.under is not None and rule is not None:
+                    lines.append(
+                        f"              in force from its caller {b.under} (no rule of its own "
+                        "reaches it)"
+                    )
                 if b.ranks is not None and self.ranks is not None and b.ranks != self.ranks:
                     lines.append(f"              on rank(s) {span(b.ranks)} only")
                 if b.tests:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .._errors import PolicyOptionError, PolicySchemaError, Position
+from .._errors import PolicyError, PolicyOptionError, PolicySchemaError, Position
 from .._torch import catalog
 from .diagnose import _describe, _did_you_mean
 from .keys import (
@@ -26,19 +26,26 @@ from .tree import Setting
 Targets = Mapping[str, tuple[Any, Mapping[str, Setting]]]
 
 
-def check_options(options: Iterable[tuple[str, Any, Position]], backends: frozenset[str]) -> str:
+def check_options(
+    options: Iterable[tuple[str, Any, Position]], backends: frozenset[str]
+) -> list[PolicyError]:
+    """Every compile option the installed ``torch.compile`` refuses, located."""
     version, accepted = catalog.torch_compile_keywords()
+    problems: list[PolicyError] = []
     for name, value, position in sorted(options, key=lambda o: o[2]):
         if name not in accepted:
-            raise PolicyOptionError(
-                f"unknown compile option {name!r}: torch.compile in torch {version} accepts "
-                f"{', '.join(sorted(accepted))}{_did_you_mean(name, accepted)}",
-                position,
+            problems.append(
+                PolicyOptionError(
+                    f"unknown compile option {name!r}: torch.compile in torch {version} accepts "
+                    f"{', '.join(sorted(accepted))}{_did_you_mean(name, accepted)}",
+                    position,
+                )
             )
+            continue
         problem = _check_value(name, value, backends)
         if problem is not None:
-            raise PolicyOptionError(f"{problem} (torch {version})", position)
-    return version
+            problems.append(PolicyOptionError(f"{problem} (torch {version})", position))
+    return problems
 
 
 def _check_value(name: str, value: Any, backends: frozenset[str]) -> str | None:
@@ -100,53 +107,67 @@ def _same_kind(given: Any, default: Any) -> bool:
     return True
 
 
-def check_controls(targets: Targets) -> bool:
+def check_controls(targets: Targets) -> tuple[bool, list[PolicyError]]:
     """The per-function controls against the installed torch, and combinations within one
-    rule that cannot mean anything. True when any such key is set."""
+    rule that cannot mean anything: whether any such key is set, and every problem."""
     found = False
+    problems: list[PolicyError] = []
     for text, (_pattern, settings) in sorted(targets.items()):
         for key, setting in sorted(settings.items(), key=lambda kv: kv[1].position):
             if key in SECTION8_API or key.startswith(CONFIG_PREFIX):
                 found = True
-                _check_control(key, setting, text)
+                problem = _check_control(key, setting, text)
+                if problem is not None:
+                    problems.append(problem)
             elif key == DISABLE and not isinstance(setting.value, bool):
                 found = True
                 if "recursive" not in catalog.parameters("torch.compiler", "disable"):
-                    raise PolicyOptionError(
-                        "'disable: {recursive: ...}' needs torch.compiler.disable(recursive=...), "
-                        f"which torch {catalog.version()} does not have",
-                        setting.position,
-                        rule=text,
+                    problems.append(
+                        PolicyOptionError(
+                            "'disable: {recursive: ...}' needs torch.compiler.disable("
+                            f"recursive=...), which torch {catalog.version()} does not have",
+                            setting.position,
+                            rule=text,
+                        )
                     )
-        on = {k for k, s in settings.items() if s.value is not False}
-        for a, b, why in (
-            (COMPILE, DISABLE, "Dynamo would skip what it is asked to compile"),
-            *EXCLUSIVE,
-        ):
-            if a in on and b in on:
-                later = max(settings[a].position, settings[b].position)
-                raise PolicySchemaError(
-                    f"target {text!r} sets {a} and {b}: {why}", later, rule=text
-                )
-        compile_ = settings.get(COMPILE)
-        for key, setting in settings.items():
-            entry_only = key == STANCE or key.startswith(CONFIG_PREFIX)
-            if entry_only and compile_ is not None and compile_.value is False:
-                raise PolicySchemaError(
+        problems.extend(_combinations(text, settings))
+    return found, problems
+
+
+def _combinations(text: str, settings: Mapping[str, Setting]) -> list[PolicyError]:
+    """What one rule sets together that cannot mean anything."""
+    problems: list[PolicyError] = []
+    on = {k for k, s in settings.items() if s.value is not False}
+    for a, b, why in (
+        (COMPILE, DISABLE, "Dynamo would skip what it is asked to compile"),
+        *EXCLUSIVE,
+    ):
+        if a in on and b in on:
+            later = max(settings[a].position, settings[b].position)
+            problems.append(
+                PolicySchemaError(f"target {text!r} sets {a} and {b}: {why}", later, rule=text)
+            )
+    compile_ = settings.get(COMPILE)
+    for key, setting in settings.items():
+        entry_only = key == STANCE or key.startswith(CONFIG_PREFIX)
+        if entry_only and compile_ is not None and compile_.value is False:
+            problems.append(
+                PolicySchemaError(
                     f"target {text!r} sets {key.split('.')[0]} with 'compile: false': it "
                     "only applies around a compile entry",
                     setting.position,
                     rule=text,
                 )
-    return found
+            )
+    return problems
 
 
-def _check_control(key: str, setting: Setting, rule: str) -> None:
+def _check_control(key: str, setting: Setting, rule: str) -> PolicyError | None:
     version = catalog.version()
     if key in SECTION8_API:
         module, name = SECTION8_API[key]
         if catalog.api(module, name) is None:
-            raise PolicyOptionError(
+            return PolicyOptionError(
                 f"'{key}' needs {module}.{name}, which torch {version} does not have",
                 setting.position,
                 rule=rule,
@@ -154,7 +175,7 @@ def _check_control(key: str, setting: Setting, rule: str) -> None:
     if key == STANCE:
         stances = catalog.stances()
         if setting.value not in stances:
-            raise PolicyOptionError(
+            return PolicyOptionError(
                 f"unknown stance {setting.value!r}{_did_you_mean(str(setting.value), stances)}; "
                 f"torch {version} has: {', '.join(stances)}",
                 setting.position,
@@ -165,22 +186,23 @@ def _check_control(key: str, setting: Setting, rule: str) -> None:
         config = catalog.dynamo_config_defaults()
         if name not in config:
             hint = _did_you_mean(name, config) or "; see torch._dynamo.config"
-            raise PolicyOptionError(
+            return PolicyOptionError(
                 f"unknown torch._dynamo.config name {name!r} in torch {version}{hint}",
                 setting.position,
                 rule=rule,
             )
         value = thaw(setting.value)
         if not _same_kind(value, config[name]):
-            raise PolicyOptionError(
+            return PolicyOptionError(
                 f"torch._dynamo.config.{name} takes {_kind(config[name])}, not "
                 f"{_describe(value)} (torch {version})",
                 setting.position,
                 rule=rule,
             )
+    return None
 
 
-def check_mode_with_options(defaults: Mapping[str, Setting], targets: Targets) -> None:
+def check_mode_with_options(defaults: Mapping[str, Setting], targets: Targets) -> list[PolicyError]:
     """torch.compile raises "Either mode or options can be specified" for both at once:
     the same here, located, for the file's defaults and each target's own options."""
 
@@ -193,10 +215,14 @@ def check_mode_with_options(defaults: Mapping[str, Setting], targets: Targets) -
         for _, settings in targets.values()
         if (entry := settings.get(COMPILE)) is not None and entry.value is True
     ]
+    problems: list[PolicyError] = []
     for settings in groups:
         mode, options = given(settings, "mode"), given(settings, "options")
         if mode is not None and options is not None:
-            raise mode_with_options(mode.position, options.position)
+            problem = mode_with_options(mode.position, options.position)
+            if str(problem) not in {str(p) for p in problems}:  # the defaults', once
+                problems.append(problem)
+    return problems
 
 
 def mode_with_options(mode: Position, options: Position) -> PolicyOptionError:

@@ -24,23 +24,32 @@ def _validator() -> jsonschema.protocols.Validator:
     return cls(schema())
 
 
-def validate_schema(doc: Document) -> None:
+def validate_schema(doc: Document) -> list[PolicyError]:
+    """Every schema error of ``doc``, located and in the policy's own words, in file order."""
     found: list[tuple[JsonPath, str, PolicyError]] = []
     for error in _validator().iter_errors(doc.data):
         problem = _translate(doc, error)
         if problem is not None:
             found.append((tuple(error.absolute_path), str(error.validator), problem))
     # "Target sets nothing" is noise beside a precise error inside the same target.
-    problems = [
-        problem
-        for path, kind, problem in found
-        if kind != "anyOf" or not any(p[: len(path)] == path and k != "anyOf" for p, k, _ in found)
-    ]
+    return sorted(
+        (
+            problem
+            for path, kind, problem in found
+            if kind != "anyOf"
+            or not any(p[: len(path)] == path and k != "anyOf" for p, k, _ in found)
+        ),
+        key=lambda p: (p.line or 0, p.column or 0),
+    )
+
+
+def raise_all(problems: list[PolicyError]) -> None:
+    """Raise the first of ``problems`` in file order, carrying the others (``validate`` lists
+    them all in one pass); nothing when there are none."""
     if problems:
-        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
-        first = problems[0]
-        first.others = tuple(problems[1:])
-        raise first
+        ordered = sorted(problems, key=lambda p: (p.path or "", p.line or 0, p.column or 0))
+        ordered[0].others = tuple(ordered[1:])
+        raise ordered[0]
 
 
 def _where(path: JsonPath) -> str:

@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import (
+    PolicyError,
     PolicyExtendsError,
     PolicyFileError,
+    PolicyOptionError,
     PolicyProfileError,
     PolicySchemaError,
     Position,
 )
 from .._torch import catalog
 from .checks import check_controls, check_mode_with_options, check_options
-from .diagnose import _did_you_mean, validate_schema
+from .diagnose import _did_you_mean, raise_all, validate_schema
 from .keys import (
     COMPILE,
     CONFIG_PREFIX,
@@ -95,13 +97,13 @@ def load(
     :raises PolicyError: a subclass that says what is wrong, with file:line:column.
     """
     path = os.fspath(source)
-    merged = _load_file(path, (), max_bytes, {})
+    merged = _load_file(path, (), max_bytes, {}, backends=frozenset(backends))
     return _finish(path, merged, profile, frozenset(backends), strict)
 
 
 def loads(text: str, *, path: str = "<string>", profile: str | None = None) -> Policy:
     """Load a policy from text (``extends`` resolves relative to the current directory)."""
-    merged = _from_document(_parse_text(text, path), path, (), MAX_BYTES, {})
+    merged = _from_document(_parse_text(text, path), path, (), MAX_BYTES, {}, frozenset())
     return _finish(path, merged, profile)
 
 
@@ -124,10 +126,11 @@ def _finish(
                 f"unknown profile {profile!r}{hint}; the policy defines: {known}", path=path
             )
         layer.merge(merged.profiles[profile])
-    torch_version = check_options(merged.options, backends) if merged.options else None
-    check_mode_with_options(layer.defaults, layer.targets)
-    if check_controls(layer.targets):
-        torch_version = catalog.version()
+    problems = check_options(merged.options, backends) if merged.options else []
+    problems += check_mode_with_options(layer.defaults, layer.targets)
+    controls, found = check_controls(layer.targets)
+    raise_all(problems + found)
+    torch_version = catalog.version() if merged.options or controls else None
     rules = tuple(
         Rule(pattern, tuple(sorted(settings.values(), key=lambda s: s.key)))
         for pattern, settings in (layer.targets[t] for t in sorted(layer.targets))
@@ -225,6 +228,8 @@ def _load_file(
     max_bytes: int,
     cache: dict[str, _File],
     at: Position | None = None,
+    *,
+    backends: frozenset[str] = frozenset(),
 ) -> _File:
     """Load ``path`` and what it extends. ``cache`` holds the files this load has already
     read: a file extended by several others (a diamond) is read and validated once."""
@@ -238,14 +243,21 @@ def _load_file(
     if real in cache:
         return cache[real]
     doc = _parse_text(_read(path, max_bytes, at), path)
-    loaded = cache[real] = _from_document(doc, path, (*chain, real), max_bytes, cache)
+    loaded = cache[real] = _from_document(doc, path, (*chain, real), max_bytes, cache, backends)
     return loaded
 
 
 def _from_document(
-    doc: Document, path: str, chain: tuple[str, ...], max_bytes: int, cache: dict[str, _File]
+    doc: Document,
+    path: str,
+    chain: tuple[str, ...],
+    max_bytes: int,
+    cache: dict[str, _File],
+    backends: frozenset[str],
 ) -> _File:
-    validate_schema(doc)
+    problems = validate_schema(doc)
+    if problems:
+        raise_all(problems + _checks_despite(doc, backends))
     data: dict[str, Any] = doc.data
     out = _File(_Layer(), {}, [path], [])
     extends = data.get("extends", [])
@@ -254,7 +266,7 @@ def _from_document(
         base_path = os.path.normpath(os.path.join(os.path.dirname(path), entry))
         if not os.path.lexists(base_path):
             raise PolicyExtendsError(f"extends {entry!r}: no such file ({base_path})", at)
-        base = _load_file(base_path, chain, max_bytes, cache, at)
+        base = _load_file(base_path, chain, max_bytes, cache, at, backends=backends)
         out.base.merge(base.base)
         for name, prof in base.profiles.items():
             out.profiles.setdefault(name, _Layer()).merge(prof)
@@ -267,6 +279,29 @@ def _from_document(
         prof = _layer(doc, ("profiles", name), body, out.options)
         out.profiles.setdefault(name, _Layer()).merge(prof)
     return out
+
+
+def _checks_despite(doc: Document, backends: frozenset[str]) -> list[PolicyError]:
+    """The checks against the installed torch of a file that failed its schema, as far as
+    its layers can be read: ``validate`` reports every problem of a file in one pass."""
+    problems: list[PolicyError] = []
+    data: dict[str, Any] = doc.data
+    bodies: list[tuple[JsonPath, Any]] = [((), data)]
+    profiles = data.get("profiles")
+    if isinstance(profiles, dict):
+        bodies += [(("profiles", name), body) for name, body in profiles.items()]
+    for at, body in bodies:
+        options: list[tuple[str, Any, Position]] = []
+        try:
+            layer = _layer(doc, at, body, options)
+        except (PolicyError, AttributeError, TypeError, KeyError, ValueError):
+            continue  # a shape the schema errors already describe
+        problems += check_options(options, backends)
+        # the torch checks only: the schema already said what combinations it forbids
+        problems += [
+            p for p in check_controls(layer.targets)[1] if isinstance(p, PolicyOptionError)
+        ]
+    return problems
 
 
 def _layer(

@@ -11,7 +11,8 @@ from .load import MAX_BYTES, load
 
 
 def as_diagnostic(exc: PolicyError, path: str) -> Diagnostic:
-
+    """A located error as ``validate`` lists it (at the top of ``path`` where it has no
+    place of its own)."""
     where = exc.position or Position(exc.path or path, 1, 1)
     return Diagnostic(where, exc.severity, exc.message)
 
@@ -26,12 +27,11 @@ def validate_file(
     try:
         base = load(path, profile="", max_bytes=max_bytes, backends=backends)
     except PolicyError as exc:
-        nested: list[PolicyError] = getattr(exc, "diagnostics", [exc])
-        return [as_diagnostic(e, path) for e in nested]
+        return sorted(as_diagnostic(e, path) for e in (exc, *exc.others))
     found: set[Diagnostic] = set(lint(base))
     for name in base.profiles:
         try:
             found.update(lint(load(path, profile=name, max_bytes=max_bytes, backends=backends)))
         except PolicyError as exc:
-            found.add(as_diagnostic(exc, path))
+            found.update(as_diagnostic(e, path) for e in (exc, *exc.others))
     return sorted(found)

@@ -2,10 +2,13 @@
 
 ``run`` puts the policy, profile and audit setting in the environment variable
 ``POLICYCOMPILE_RUN``, which every child inherits, with the path of a spool directory. A
-``.pth`` file installed with the package imports :mod:`policycompile._startup` at the start
+``.pth`` file installed with the package imports :mod:`policycompile._runtime.startup` at the start
 of any Python process that has the variable (the mechanism coverage.py uses for
 subprocesses), which applies the policy there; at exit the child writes its report into the
 spool, and the parent joins what it finds there into its own.
+
+Every Python process a run starts imports this module: it imports little at first (the report
+and ``tempfile`` only when a report is written or read).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from .._observe.report import Report
+if TYPE_CHECKING:
+    from .._observe.report import Report
 
 ENV = "POLICYCOMPILE_RUN"
 
@@ -85,6 +89,8 @@ def exported(
 ) -> Iterator[Session]:
     """Set ``POLICYCOMPILE_RUN`` for the children of the code run inside, with a fresh spool
     directory; both are removed afterwards (an outer run's variable is put back)."""
+    import tempfile
+
     spool = tempfile.mkdtemp(prefix="policycompile-")
     session = Session(os.path.abspath(policy), profile, audit, sha256, spool, rank_check, strict)
     before = os.environ.get(ENV)
@@ -106,6 +112,8 @@ def exported(
 def write(spool: str, report: Report) -> None:
     """Leave this process's report in the spool, replacing the one it left before: written
     aside, then renamed into place, so the parent never reads half a file."""
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=".tmp", dir=spool)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -119,6 +127,8 @@ def write(spool: str, report: Report) -> None:
 
 def read(spool: str) -> tuple[list[Report], list[str]]:
     """The reports children left so far, and a warning for each file that is not one."""
+    from .._observe.report import Report
+
     reports: list[Report] = []
     problems: list[str] = []
     for name in sorted(_listing(spool)):

@@ -72,6 +72,7 @@ class PolicyHandle:
         self._restoring: Entry | None = None
         self._wrappers: dict[int, tuple[Any, Any]] = {}  # id(wrapper) -> (wrapper, original)
         self._matched: set[Rule] = set()
+        self._said: set[str] = set()  # patterns of rules a missing-target error named
         self._patched_modules: set[str] = set()
         self._watched: list[types.ModuleType] = []
         self.warnings: list[str] = []
@@ -134,9 +135,14 @@ class PolicyHandle:
         self.observer.record_exception(exc)
 
     def unused_rules(self) -> list[Rule]:
-        """Rules that matched no object in any module patched so far."""
+        """Rules that matched no object in any module patched so far, but for one an error
+        already named (a missing exact target, under ``strict``)."""
         with self._lock:
-            return [r for r in self.policy.rules if r not in self._matched]
+            return [
+                r
+                for r in self.policy.rules
+                if r not in self._matched and r.pattern.text not in self._said
+            ]
 
     # -- applying
     def start(self) -> None:
@@ -281,6 +287,8 @@ class PolicyHandle:
         if not plan.problems:
             return
         if self.policy.strict:
+            with self._lock:  # said once: as the error, not again as an unused rule
+                self._said.update(p.rule for p in plan.problems[:1] if p.rule is not None)
             raise plan.problems[0]
         for problem in plan.problems:
             self.warn(str(problem).replace(": error: ", ": warning: ", 1))

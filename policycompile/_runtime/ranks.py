@@ -304,17 +304,18 @@ def digest(policy: Policy, *, audit: bool) -> dict[str, Any]:
 
 def differences(digests: dict[int, dict[str, Any]]) -> str:
     """What differs between the ranks' digests, each value with the ranks that have it;
-    empty when they all agree."""
+    empty when they all agree. The policy's path is shown beside its hash, never compared:
+    each node may have its own checkout, and each rank of ``suggest`` its own scratch file."""
     told = []
     for field in COMPARED:
         groups: dict[str, list[int]] = {}
+        shown: dict[str, str] = {}
         for rank, digest in sorted(digests.items()):
-            value = digest.get(field)
-            shown = json.dumps(value)
+            value = json.dumps(digest.get(field))
+            groups.setdefault(value, []).append(rank)
             if field == "sha256":
-                shown = f"{str(value)[:12]} ({digest.get('path')})"
-            groups.setdefault(shown, []).append(rank)
+                shown.setdefault(value, f"{str(digest.get(field))[:12]} ({digest.get('path')})")
         if len(groups) > 1:
-            parts = [f"{shown} on rank(s) {span(ranks)}" for shown, ranks in groups.items()]
+            parts = [f"{shown.get(v, v)} on rank(s) {span(ranks)}" for v, ranks in groups.items()]
             told.append(f"{field}: {'; '.join(parts)}")
     return "; ".join(told)

@@ -114,6 +114,22 @@ def _apply(*, at_startup: bool = False) -> None:
     _warn_unpatched_main(handle)
     handle.observer.listeners.append(_changed)
     atexit.register(_flush)
+    _flush_at_os_exit()
+    # a process forked from this one (multiprocessing's fork context) reports only its own
+    os.register_at_fork(after_in_child=handle.observer.forget_after_fork)
+
+
+def _flush_at_os_exit() -> None:
+    """``os._exit`` skips ``atexit``: save the report first (a process forked from this
+    one, as multiprocessing's fork workers are, leaves that way, with what it counted
+    itself: see ``Observer.forget_after_fork``)."""
+    real = os._exit
+
+    def _exit(status: int) -> NoReturn:
+        _flush()
+        real(status)
+
+    os._exit = _exit
 
 
 def _warn_unpatched_main(handle: Any) -> None:

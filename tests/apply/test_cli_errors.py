@@ -55,6 +55,20 @@ def test_run_dash_m_finds_a_package_of_the_current_directory(tmp_path: Path) -> 
     assert (status, out) == (0, "__main__ True\n"), err
 
 
+def test_run_says_a_missing_target_once(tmp_path: Path) -> None:
+    """The located error names the rule; the report after it does not list it again as a
+    rule that matched nothing."""
+    (tmp_path / "lib.py").write_text("def fn(x):\n    return x\n")
+    (tmp_path / "prog.py").write_text("import lib\n")
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ntargets:\n  lib.fnn: {disable: true}\n  other.**: {disable: true}\n"
+    )
+    status, _, err = run_console(["run", "p.yaml", "prog.py"], tmp_path)
+    assert status == 1 and err.count("lib.fnn") == 1, err
+    assert "p.yaml:3:3: error: target 'lib.fnn' names nothing" in err
+    assert "unused rules (matched nothing):\n    other.** (p.yaml:4)\n" in err
+
+
 def test_plan_prints_each_missing_target_once(tmp_path: Path) -> None:
     (tmp_path / "lib.py").write_text("def fn(x):\n    return x\n")
     (tmp_path / "p.yaml").write_text("version: 1\ntargets:\n  lib.fnn: {disable: true}\n")

@@ -330,3 +330,53 @@ def test_suggest_update_runs_the_lenient_file_in_children(tmp_path: Path) -> Non
     assert "p.yaml: netlib.gone matched nothing in the run" in done.stderr
     updated = (tmp_path / "p.yaml").read_text()
     assert "      netlib.Net.forward:\n        error_on_graph_break: true\n" in updated
+
+
+FORKING = """
+import multiprocessing as mp
+import torch
+from torch._dynamo.utils import counters
+
+def graphs():
+    return counters["stats"]["unique_graphs"]
+
+def first(x):
+    return x + 1
+
+def second(x):
+    return x * 2
+
+def grandchild():
+    before = graphs()  # its memory holds a copy of its parent's counts
+    second(torch.ones(3))
+    print("graphs", graphs() - before, flush=True)
+
+def child():
+    first(torch.ones(2))
+    print("graphs", graphs(), flush=True)
+    p = mp.get_context("fork").Process(target=grandchild)
+    p.start()
+    p.join()
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=child)
+    p.start()
+    p.join()
+"""
+
+
+def test_a_forked_process_reports_only_what_it_compiled(tmp_path: Path) -> None:
+    """A process forked by a child holds a copy of the child's counts: it reports only its
+    own, and the report's totals equal torch's own counts summed over the processes."""
+    (tmp_path / "prog.py").write_text(FORKING)
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ncompile: {backend: eager}\ntargets:\n"
+        "  prog.first: {compile: true}\n  prog.second: {compile: true}\n"
+    )
+    done, report = _run(tmp_path, "prog.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    torch_graphs = sum(int(line.split()[1]) for line in done.stdout.splitlines())
+    regions = report["regions"]
+    assert torch_graphs == 2 and report["processes"] == 3
+    assert sum(r["graphs"] for r in regions) == torch_graphs  # type: ignore[attr-defined]
+    assert not any(r["recompile_reasons"] for r in regions)  # type: ignore[attr-defined]

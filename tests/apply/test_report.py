@@ -178,6 +178,10 @@ def test_attribution_through_methods_callees_and_resume_frames(modules: Modules)
     # reached from the resume function Dynamo made after the break in step
     leaf = by_function[f"{name}.leaf"]
     assert not leaf.allowed and str(leaf.rule) == f"{name}.helper ({policy}:5)"
+    assert (leaf.under, step.under) == (f"{name}.helper", None)  # the rule came from a caller
+    assert f"in force from its caller {name}.helper (no rule of its own reaches it)" in (
+        report.text()
+    )
     assert [v.function for v in report.violations] == [f"{name}.leaf"]
 
 

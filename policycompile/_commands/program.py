@@ -21,6 +21,7 @@ from .._runtime.children import exported, read
 from .._runtime.handle import PolicyHandle
 from .._runtime.runner import run_main
 from . import files
+from .compiles import ProgramCompiles
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
 
@@ -168,9 +169,13 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         print_report(outcome.report, args)
         return finish_ranks(handle, outcome, args.audit)
 
+    # the program's own torch.compile calls are regions of the report too (docs/reports.md)
+    compiles = ProgramCompiles(handle.observer)
+    compiles.install()
     try:
         return run_program(args, handle, conclude)
     finally:
+        compiles.uninstall()
         handle.undo()
 
 

@@ -12,10 +12,12 @@ import pytest
 
 if TYPE_CHECKING:
     from .._runtime.handle import PolicyHandle
+    from .compiles import ProgramCompiles
     from .suggesting import Suggesting
 
 _HANDLE: pytest.StashKey[PolicyHandle] = pytest.StashKey()
 _SUGGEST: pytest.StashKey[tuple[Suggesting, str]] = pytest.StashKey()
+_COMPILES: pytest.StashKey[ProgramCompiles] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,6 +72,12 @@ def pytest_configure(config: pytest.Config) -> None:
         suggesting = Suggesting(handle)
         suggesting.start()
         config.stash[_SUGGEST] = (suggesting, suggest)
+    else:  # the tests' own torch.compile calls are regions of the report too
+        from .compiles import ProgramCompiles
+
+        compiles = ProgramCompiles(handle.observer)
+        compiles.install()
+        config.stash[_COMPILES] = compiles
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -132,6 +140,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if _SUGGEST in config.stash:
             _write_suggestion(config, handle)
     finally:
+        if _COMPILES in config.stash:
+            config.stash[_COMPILES].uninstall()
+            del config.stash[_COMPILES]
         handle.undo()
         del config.stash[_HANDLE]
 

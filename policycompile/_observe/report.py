@@ -10,6 +10,15 @@ from typing import Any
 
 from .._policy.tree import RuleRef
 
+#: said in every audit report (docs/reports.md, "Audit mode"): audit relaxes
+#: error_on_graph_break(True), and Dynamo skips a frame that traces no operation unless that
+#: flag (or fullgraph) is on, where it compiles an empty graph
+AUDIT_COUNTS = (
+    "  audit counts: where a normal run's error_on_graph_break is true, Dynamo compiles a frame "
+    "that traces no operation as an empty graph; audit turns it off, and Dynamo skips such "
+    "frames: frames and graphs may count fewer than in a normal run, never more"
+)
+
 
 @dataclass(frozen=True)
 class RegionReport:
@@ -187,6 +196,8 @@ class Report:
             )
         elif self.processes > 1:
             lines.append(f"  joined from {self.processes} processes (this one and its children)")
+        if self.audit:
+            lines.append(AUDIT_COUNTS)
         return lines
 
     def _regions(self, verbose: bool) -> list[str]:

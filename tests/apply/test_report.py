@@ -236,3 +236,90 @@ def test_unused_rules_and_patched_counts(modules: Modules) -> None:
     assert set(doc) >= {"policy", "torch", "regions", "graph_breaks", "violations", "unused_rules"}
     assert doc["policy"]["sha256"] == handle.policy.fingerprint
     assert doc["torch"]["version"] == torch.__version__
+
+
+EMPTY_RESUME = """
+import torch
+
+def pause(x):
+    torch._dynamo.graph_break()
+
+def entry(x):
+    y = x + 1
+    pause(y)
+    return y
+"""
+
+
+def test_audit_counts_no_more_than_a_normal_run_and_says_so(modules: Modules) -> None:
+    """The one compile decision audit changes is torch's: a frame that traces no operation
+    (here the resume function after the allowed break) is an empty graph while
+    error_on_graph_break is on, and skipped once audit turned it off."""
+    name = modules.write(modules.name("empty"), EMPTY_RESUME)
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}}}\ntargets:\n"
+        f"  {name}.entry: {{compile: true}}\n"
+        f"  {name}.**: {{error_on_graph_break: true}}\n"
+        f"  {name}.pause: {{error_on_graph_break: false}}\n"
+    )
+    counts = {}
+    for audit in (False, True):
+        torch._dynamo.reset()
+        with apply(policy, audit=audit) as handle:
+            importlib.import_module(name).entry(torch.ones(2))
+            report = handle.report()
+        assert not report.violations and len(report.graph_breaks) == 1
+        (region,) = report.regions
+        counts[audit] = (region.frames, region.graphs)
+        assert ("audit counts:" in report.text()) is audit
+    assert counts[True] == (counts[False][0] - 1, counts[False][1] - 1)
+
+
+OWN_COMPILE = """
+import torch
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x).relu()
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([Block(), Block()])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        torch._dynamo.graph_break()
+        return x * 2
+
+if __name__ == "__main__":
+    model = torch.compile(Model(), backend="eager")  # the program compiles the model whole
+    model(torch.ones(2, 4))
+"""
+
+
+def test_run_counts_the_programs_own_compile_as_a_region(tmp_path: Path) -> None:
+    """A program that compiles its model whole is a region of the report, with its graphs,
+    and the policy's own entry traced inside it is said to lose its options there."""
+    (tmp_path / "own.py").write_text(OWN_COMPILE)
+    (tmp_path / "p.yaml").write_text("version: 1\ntargets:\n  own.Block: {fullgraph: true}\n")
+    done = python(
+        "-m", "policycompile", "run", "p.yaml", "--report-json", "r.json", "own.py", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    regions = {r["name"]: r for r in report["regions"]}
+    model = regions["own.Model.forward"]
+    lines = OWN_COMPILE.splitlines()
+    line = next(i for i, text in enumerate(lines) if "model = torch.compile(" in text)
+    assert model["rule"] == f"torch.compile at own.py:{line + 1}" and model["graphs"] == 2
+    assert model["nested_entries"] == ["own.Block.forward"]
+    assert "no compile entry ran" not in done.stderr
+    assert "traces own.Block.forward, itself a compile entry" in done.stderr
+    (brk,) = report["graph_breaks"]
+    assert brk["function"] == "own.Model.forward" and brk["region"] == "own.Model.forward"

@@ -19,6 +19,7 @@ from benchmarks import (
     overhead,
     regional,
     resolver,
+    startup,
     suggest,
 )
 from benchmarks._harness import Timing
@@ -33,6 +34,7 @@ BENCHES = {
     "distributed": distributed,
     "nested": nested,
     "suggest": suggest,
+    "startup": startup,
 }
 
 

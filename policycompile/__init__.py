@@ -5,8 +5,9 @@ The public names below are imported on first use (PEP 562): a child process of
 interpreter start-up, and pays only for what start-up needs (docs/distributed.md).
 """
 
+from __future__ import annotations
+
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from ._errors import PolicyConflictError as PolicyConflictError
 from ._errors import PolicyError as PolicyError
@@ -24,7 +25,12 @@ from ._errors import PolicyWarning as PolicyWarning
 from ._errors import Position as Position
 from ._version import __version__ as __version__
 
+#: ``typing.TYPE_CHECKING`` without importing ``typing`` (start-up cost; mypy knows the name)
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._engine.plan import Plan as Plan
     from ._observe.report import BreakReport as BreakReport
     from ._observe.report import RegionReport as RegionReport

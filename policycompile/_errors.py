@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+class Position(tuple[str, int, int]):
+    """A place in a policy file; ``line`` and ``column`` count from 1. Ordered, hashable and
+    immutable (a tuple, not a dataclass: every child process of a run imports this module at
+    start-up, and ``dataclasses`` costs more than the rest of that start-up)."""
 
-@dataclass(frozen=True, order=True)
-class Position:
-    """A place in a policy file; ``line`` and ``column`` count from 1."""
+    __slots__ = ()
 
-    path: str
-    line: int
-    column: int
+    def __new__(cls, path: str, line: int, column: int) -> Position:
+        return super().__new__(cls, (path, line, column))
+
+    @property
+    def path(self) -> str:
+        return self[0]
+
+    @property
+    def line(self) -> int:
+        return self[1]
+
+    @property
+    def column(self) -> int:
+        return self[2]
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}"
+
+    def __repr__(self) -> str:
+        return f"Position(path={self.path!r}, line={self.line}, column={self.column})"
 
     @property
     def short(self) -> str:

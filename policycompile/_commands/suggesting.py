@@ -109,6 +109,8 @@ def _refuse(args: argparse.Namespace, paths: _Paths) -> str | None:
             f"{shown} exists: give -o OUT to replace it, or --update {shown} to merge this "
             "run into it"
         )
+    if paths.update is not None:  # its own located errors first (a FIFO, bad YAML): exit 1
+        load(paths.update, profile="")
     if target == "-":
         return None
     if paths.base is not None:

@@ -3,16 +3,18 @@ a watch on modules that are still executing."""
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
+import _thread
 import sys
-import threading
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing: start-up uses this
+if TYPE_CHECKING:
+    import importlib.machinery
+    from typing import Any
 
 
-class ChainedLoader(importlib.abc.Loader):
+class ChainedLoader:
     """Runs the real loader's ``exec_module``, puts the real loader back on the module, then
     calls the hook. Everything else (``get_code`` for runpy, resources) goes to the real one."""
 
@@ -70,7 +72,7 @@ class FinderFirst(list):  # type: ignore[type-arg]
         super().insert(index, finder)
 
 
-class PolicyFinder(importlib.abc.MetaPathFinder):
+class PolicyFinder:
     """Asks the finders behind it for the spec of a covered module and chains its loader.
 
     It must stay first: a finder inserted in front of it later (pytest's assertion rewriter,
@@ -93,7 +95,7 @@ class PolicyFinder(importlib.abc.MetaPathFinder):
         self.covers = covers
         self.hook = hook
         self.on_displaced = on_displaced
-        self._local = threading.local()
+        self._local = _thread._local()  # threading.local, without importing threading
 
     def find_spec(
         self,
@@ -116,7 +118,8 @@ class PolicyFinder(importlib.abc.MetaPathFinder):
             busy.discard(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec  # not found, a namespace package, or a legacy loader: nothing to chain
-        spec.loader = ChainedLoader(spec.loader, self.hook)
+        # a loader by duck typing (importlib.abc costs start-up more than all the rest)
+        spec.loader = ChainedLoader(spec.loader, self.hook)  # type: ignore[assignment]
         return spec
 
     def _delegate(

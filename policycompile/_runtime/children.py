@@ -13,33 +13,55 @@ and ``tempfile`` only when a report is written or read).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from .._observe.report import Report
 
 ENV = "POLICYCOMPILE_RUN"
 
 
-@dataclass(frozen=True)
 class Session:
-    """What a child needs to apply the parent's policy, and where to report."""
+    """What a child needs to apply the parent's policy, and where to report. (A plain class:
+    every child imports it at start-up, where ``dataclasses`` would cost more than the rest.)
 
-    policy: str  # absolute path: a child may run in another directory
-    profile: str | None
-    audit: bool
-    sha256: str  # the resolved policy the parent applied: a child loading another one fails
-    spool: str
-    rank_check: bool = True
-    strict: bool | None = None  # the parent's override of the file's `strict` (load())
+    :param policy: the policy's absolute path (a child may run in another directory).
+    :param sha256: the resolved policy the parent applied: a child loading another one fails.
+    :param strict: the parent's override of the file's ``strict`` (``load()``).
+    """
+
+    __slots__ = ("audit", "policy", "profile", "rank_check", "sha256", "spool", "strict")
+
+    def __init__(
+        self,
+        policy: str,
+        profile: str | None,
+        audit: bool,
+        sha256: str,
+        spool: str,
+        rank_check: bool = True,
+        strict: bool | None = None,
+    ) -> None:
+        self.policy, self.profile, self.audit = policy, profile, audit
+        self.sha256, self.spool, self.rank_check, self.strict = sha256, spool, rank_check, strict
+
+    def _fields(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Session) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._fields().values()))
+
+    def __repr__(self) -> str:
+        return f"Session({', '.join(f'{k}={v!r}' for k, v in self._fields().items())})"
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self._fields(), separators=(",", ":"))
 
     @classmethod
     def from_env(cls, text: str) -> Session:
@@ -77,36 +99,52 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 
 
-@contextlib.contextmanager
-def exported(
-    *,
-    policy: str,
-    profile: str | None,
-    audit: bool,
-    sha256: str,
-    rank_check: bool,
-    strict: bool | None = None,
-) -> Iterator[Session]:
+class exported:
     """Set ``POLICYCOMPILE_RUN`` for the children of the code run inside, with a fresh spool
-    directory; both are removed afterwards (an outer run's variable is put back)."""
-    import tempfile
+    directory; both are removed afterwards (an outer run's variable is put back). (A class,
+    not ``contextlib``: every child imports this module at start-up.)"""
 
-    spool = tempfile.mkdtemp(prefix="policycompile-")
-    session = Session(os.path.abspath(policy), profile, audit, sha256, spool, rank_check, strict)
-    before = os.environ.get(ENV)
-    os.environ[ENV] = session.to_env()
-    try:
-        yield session
-    finally:
-        if before is None:
+    def __init__(
+        self,
+        *,
+        policy: str,
+        profile: str | None,
+        audit: bool,
+        sha256: str,
+        rank_check: bool,
+        strict: bool | None = None,
+    ) -> None:
+        self._given = (os.path.abspath(policy), profile, audit, sha256, rank_check, strict)
+        self._before: str | None = None
+        self._spool = ""
+
+    def __enter__(self) -> Session:
+        import tempfile
+
+        policy, profile, audit, sha256, rank_check, strict = self._given
+        self._spool = tempfile.mkdtemp(prefix="policycompile-")
+        session = Session(policy, profile, audit, sha256, self._spool, rank_check, strict)
+        self._before = os.environ.get(ENV)
+        os.environ[ENV] = session.to_env()
+        return session
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is None:
             os.environ.pop(ENV, None)
         else:
-            os.environ[ENV] = before
-        for name in _listing(spool):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(spool, name))
-        with contextlib.suppress(OSError):
-            os.rmdir(spool)
+            os.environ[ENV] = self._before
+        for name in _listing(self._spool):
+            _unlink(os.path.join(self._spool, name))
+        _unlink(self._spool, os.rmdir)
+
+
+def _unlink(path: str, remove: Callable[[str], None] = os.unlink) -> None:
+    """Remove ``path``, which may be gone already (contextlib.suppress, without importing
+    contextlib at start-up)."""
+    try:
+        remove(path)
+    except OSError:
+        return
 
 
 def write(spool: str, report: Report) -> None:
@@ -120,8 +158,7 @@ def write(spool: str, report: Report) -> None:
             f.write(report.to_json(indent=None))
         os.replace(tmp, os.path.join(spool, f"{os.getpid()}.json"))
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _unlink(tmp)
         raise
 
 

@@ -2,7 +2,8 @@
 file when ``POLICYCOMPILE_RUN`` is set (see :mod:`policycompile._children`).
 
 The policy is applied the moment ``torch`` finishes importing, before any code of the child
-can compile anything; a child that never imports torch pays nothing more than this module.
+can compile anything; a child that never imports torch pays only for this module and the
+few it imports (``benchmarks/startup.py``).
 A child that cannot apply the policy stops with a message, rather than run without it.
 
 - multiprocessing children (spawn, forkserver): the parent's main module is re-run as
@@ -20,13 +21,16 @@ import atexit
 import itertools
 import os
 import sys
-import threading
 import time
 import types
-from typing import Any, NoReturn
 
 from .children import ENV, Session, write
 from .state import STATE
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    import threading
+    from typing import Any, NoReturn
 
 _STARTUP = STATE.startup
 
@@ -221,6 +225,8 @@ def _changed() -> None:
     DataLoader worker is often terminated rather than left to exit)."""
     pending = _STARTUP.pending
     if pending is None or _STARTUP.writer != os.getpid():  # first time in this process
+        import threading  # once something was recorded: torch imported it already
+
         pending = _STARTUP.pending = threading.Event()
         _STARTUP.writer = os.getpid()
         threading.Thread(

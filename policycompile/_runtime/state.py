@@ -7,39 +7,40 @@ such as the subclasses the import hook makes for watched specs, are not state.)
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+import _thread
 
 from .children import Session
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:  # the start-up path imports this module: it stays light
+    import threading
+
     from .._engine.hook import PolicyFinder
     from .handle import PolicyHandle
 
 
-@dataclass
 class Startup:
     """A child process of ``policycompile run`` (``startup.py``, docs/distributed.md)."""
 
-    started: bool = False  # a .pth seen twice (a venv's lib64 link) starts it once
-    session: Session | None = None
-    watch: PolicyFinder | None = None  # waits for torch to be imported
-    handle: PolicyHandle | None = None
-    prepared: bool = False  # multiprocessing prepared the parent's main module
-    main_patched: bool = False  # ... and it was patched
-    pending: threading.Event | None = None  # the report writer has something to save
-    writer: int | None = None  # the process whose writer thread that is (a fork has none)
-    told: bool = False  # the report could not be saved, and this process said so
+    def __init__(self) -> None:
+        self.started = False  # a .pth seen twice (a venv's lib64 link) starts it once
+        self.session: Session | None = None
+        self.watch: PolicyFinder | None = None  # waits for torch to be imported
+        self.handle: PolicyHandle | None = None
+        self.prepared = False  # multiprocessing prepared the parent's main module
+        self.main_patched = False  # ... and it was patched
+        self.pending: threading.Event | None = None  # the report writer has something to save
+        self.writer: int | None = None  # the process whose writer thread that is
+        self.told = False  # the report could not be saved, and this process said so
 
 
-@dataclass
 class State:
-    """The one process-wide object."""
+    """The one process-wide object. (Plain classes: start-up imports this module.)"""
 
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    active: PolicyHandle | None = None
-    startup: Startup = field(default_factory=Startup)
+    def __init__(self) -> None:
+        self.lock = _thread.RLock()  # threading's own RLock, without importing threading
+        self.active: PolicyHandle | None = None
+        self.startup = Startup()
 
 
 STATE = State()

@@ -287,6 +287,17 @@ def test_rank_without_policycompile_is_named_within_the_timeout(tmp_path: Path) 
     assert elapsed < 60, elapsed
 
 
+def test_suggest_without_a_base_on_ranks_agrees(tmp_path: Path) -> None:
+    """The README's first command under torchrun: each rank runs under its own empty scratch
+    policy, at a path of its own; the same content is the same policy, so the ranks agree."""
+    _project(tmp_path)
+    done = _torchrun(tmp_path, 2, "-m", "policycompile", "suggest", "-o", "s.yaml", "train.py")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "do not apply the same policy" not in output
+    assert output.count("policycompile suggest: wrote s.yaml") == 1
+
+
 def test_suggest_on_ranks_writes_one_policy_from_every_rank(tmp_path: Path) -> None:
     """``policycompile suggest`` under torchrun: rank 0 writes the policy once, from the
     report merged across ranks, so a break only rank 1 has gets its rule; the job under the

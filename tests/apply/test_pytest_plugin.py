@@ -99,3 +99,36 @@ def test_without_policy_the_plugin_does_nothing(project: pytest.Pytester) -> Non
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
     assert "policycompile report" not in result.stdout.str()
+
+
+def test_the_tests_own_compile_is_a_region_and_paths_are_from_the_start(
+    project: pytest.Pytester,
+) -> None:
+    """A test that compiles for itself is a region of the report, as under ``run``; and the
+    report lands where pytest started, though a test changes directory."""
+    project.makepyfile(
+        test_own="""
+        import os
+        import torch
+        import mylib
+
+        def test_own_compile(tmp_path):
+            os.chdir(tmp_path)
+            assert torch.compile(mylib.dirty, backend="eager")(torch.ones(1)).item() == 2.0
+        """
+    )
+    project.makefile(".yaml", policy=POLICY % "false")
+    result = project.runpytest_subprocess(
+        "--policy",
+        "policy.yaml",
+        "--policy-report-json",
+        "r.json",
+        "-p",
+        "no:cacheprovider",
+        "test_own.py",
+    )
+    result.assert_outcomes(passed=1)
+    report = json.loads((project.path / "r.json").read_text())
+    (region,) = report["regions"]
+    assert region["name"] == "mylib.dirty" and region["graphs"] >= 1
+    assert region["rule"].startswith("torch.compile at ")

@@ -323,3 +323,38 @@ def test_run_counts_the_programs_own_compile_as_a_region(tmp_path: Path) -> None
     assert "traces own.Block.forward, itself a compile entry" in done.stderr
     (brk,) = report["graph_breaks"]
     assert brk["function"] == "own.Model.forward" and brk["region"] == "own.Model.forward"
+
+
+RECOMPILING = """
+import torch
+
+STATS = []
+
+def step(x):
+    x = x * 2
+    torch._dynamo.graph_break()
+    STATS.append(1)  # the resume function guards on the list: it recompiles
+    return x + len(STATS)
+
+if __name__ == "__main__":
+    f = torch.compile(step, backend="eager")
+    for n in (2, 2, 3, 3):
+        f(torch.ones(n))
+"""
+
+
+def test_run_counts_every_recompile_torch_logs(tmp_path: Path) -> None:
+    """Recompiles of the program's own compile, its resume functions included, as many as
+    torch itself logs (``TORCH_LOGS=recompiles``), each with its guard."""
+    (tmp_path / "rec.py").write_text(RECOMPILING)
+    (tmp_path / "p.yaml").write_text("version: 1\ntargets: {}\n")
+    plain = python("rec.py", cwd=tmp_path, env={"TORCH_LOGS": "recompiles"})
+    logged = plain.stderr.count("Recompiling function")
+    assert logged >= 3, plain.stderr[-3000:]  # the shape, and the resume function's guard
+    done = python(
+        "-m", "policycompile", "run", "p.yaml", "--report-json", "r.json", "rec.py", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (region,) = json.loads((tmp_path / "r.json").read_text())["regions"]
+    assert region["recompiles"] == logged == len(region["recompile_reasons"])
+    assert any("STATS" in reason for reason in region["recompile_reasons"])

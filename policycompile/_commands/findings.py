@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._engine.targets import policy_module_name
+from .._engine.targets import policy_module_name, policy_name_of
 from .._observe.attribution import examples_dir, internal_dirs
 from .._observe.observer import Observer
 from .._observe.report import BreakReport, Report
@@ -116,7 +116,7 @@ def _repeated(
         outer = [p for other, ps in repeated.items() if other is not cls for p in ps]
         if any(any(p.startswith(o + ".") for o in outer if o) for p in paths):
             continue
-        name = f"{_module_name(cls.__module__, main)}.{cls.__qualname__}"
+        name = f"{policy_name_of(cls.__module__, main)}.{cls.__qualname__}"
         if _NAMEABLE.match(name):  # a class made in a function (<locals>) has no rule name
             out[name] = sorted(paths, key=_path_key)
     return dict(sorted(out.items()))
@@ -165,31 +165,3 @@ def _module_of(file: str, main: types.ModuleType | None) -> str | None:
         if isinstance(path, str) and os.path.realpath(path) == real:
             return policy_module_name(module)
     return None
-
-
-def shown_path(file: str) -> str:
-    """``file`` as a reader finds it: relative to the current directory when inside it, else
-    to the ``sys.path`` entry holding it (``transformers/models/...``)."""
-    if file.startswith("<"):
-        return file
-    real = os.path.realpath(file)
-    here = os.path.realpath(os.getcwd()) + os.sep
-    if real.startswith(here):
-        return os.path.relpath(real, here)
-    roots = sorted(
-        (os.path.realpath(p) + os.sep for p in sys.path if p and os.path.isdir(p)),
-        key=len,
-        reverse=True,
-    )
-    for root in roots:
-        if real.startswith(root):
-            return os.path.relpath(real, root)
-    return file
-
-
-def _module_name(name: str, main: types.ModuleType | None = None) -> str:
-    """A module's name as policies give it (``train``, not ``__main__``); ``main`` is the
-    program's main module, once the runner has put the interpreter's back."""
-    module = main if main is not None and name in ("__main__", "__mp_main__") else None
-    module = module or sys.modules.get(name)
-    return (policy_module_name(module) if module is not None else None) or name

@@ -18,10 +18,10 @@ from .._observe.merge import join_processes
 from .._observe.report import Report
 from .._runtime.api import apply
 from .._runtime.children import exported, read
+from .._runtime.compiles import ProgramCompiles
 from .._runtime.handle import PolicyHandle
 from .._runtime.runner import run_main
 from . import files
-from .compiles import ProgramCompiles
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from .._runtime.compiles import ProgramCompiles
     from .._runtime.handle import PolicyHandle
-    from .compiles import ProgramCompiles
     from .suggesting import Suggesting
 
 _HANDLE: pytest.StashKey[PolicyHandle] = pytest.StashKey()
@@ -73,7 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
         suggesting.start()
         config.stash[_SUGGEST] = (suggesting, suggest)
     else:  # the tests' own torch.compile calls are regions of the report too
-        from .compiles import ProgramCompiles
+        from .._runtime.compiles import ProgramCompiles
 
         compiles = ProgramCompiles(handle.observer)
         compiles.install()

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import PolicyError, PolicySyntaxError, Position
+from .._observe.attribution import shown_path
 from .._observe.report import BreakReport
 from .._policy.load import load
 from .._policy.validate import validate_file
 from .._torch.logs import RESUME
 from . import files
-from .findings import _UNNAMED, Findings, shown_path
+from .findings import _UNNAMED, Findings
 
 #: The modeline's schema, and the first line of every suggested file.
 MODELINE = "# yaml-language-server: $schema={}"

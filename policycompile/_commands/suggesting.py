@@ -15,10 +15,10 @@ from .._observe.report import Report
 from .._observe.traced import Traced
 from .._policy.load import load
 from .._runtime.api import apply
+from .._runtime.compiles import ProgramCompiles
 from .._runtime.handle import PolicyHandle
 from . import files
 from . import suggest as write
-from .compiles import ProgramCompiles
 from .findings import Findings, collect
 from .program import EXIT_USAGE, Outcome, finish_ranks, print_report, run_program
 

@@ -223,3 +223,11 @@ def describe(obj: Any) -> str:
     if isinstance(obj, type):
         return "a class"
     return f"a {type(obj).__name__} object, not a function"
+
+
+def policy_name_of(name: str, main: types.ModuleType | None = None) -> str:
+    """A module's name as policies give it (``train``, not ``__main__``); ``main`` is the
+    program's main module, once the runner has put the interpreter's back."""
+    module = main if main is not None and name in ("__main__", "__mp_main__") else None
+    module = module or sys.modules.get(name)
+    return (policy_module_name(module) if module is not None else None) or name

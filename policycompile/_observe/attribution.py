@@ -366,3 +366,23 @@ def settings_at(
         if not frame.file.startswith(WRAPPER_FILE_PREFIX):
             out.extend((v, None, None) for v in hand.at(frame))
     return out
+
+
+def shown_path(file: str) -> str:
+    """``file`` as a reader finds it: relative to the current directory when inside it, else
+    to the ``sys.path`` entry holding it (``transformers/models/...``)."""
+    if file.startswith("<"):
+        return file
+    real = os.path.realpath(file)
+    here = os.path.realpath(os.getcwd()) + os.sep
+    if real.startswith(here):
+        return os.path.relpath(real, here)
+    roots = sorted(
+        (os.path.realpath(p) + os.sep for p in sys.path if p and os.path.isdir(p)),
+        key=len,
+        reverse=True,
+    )
+    for root in roots:
+        if real.startswith(root):
+            return os.path.relpath(real, root)
+    return file

@@ -113,6 +113,11 @@ def _apply(*, at_startup: bool = False) -> None:
     except PolicyError as exc:
         _fail(f"cannot apply the policy of policycompile run: {exc}", at_startup=at_startup)
     _STARTUP.handle = handle
+    from .compiles import ProgramCompiles
+
+    # the child's own torch.compile calls are regions, as in its parent (never undone: the
+    # child ends with its policy)
+    ProgramCompiles(handle.observer).install()
     if _STARTUP.prepared:  # torch first imported by the child's target, not its main
         _patch_mp_main()
     _warn_unpatched_main(handle)

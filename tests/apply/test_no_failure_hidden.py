@@ -171,6 +171,9 @@ def test_a_program_that_leaves_through_os_exit_gets_its_report_and_verdict(
         )
 
     assert violations(leaving) == violations(staying) and violations(leaving)
+    # the child's own compile is the same region as its parent's: one break site, one region
+    (region,) = leaving["regions"]
+    assert region["name"] == "leaving.step" and len(leaving["graph_breaks"]) == 1
     done = python("-m", "policycompile", "suggest", "-o", "s.yaml", "leaving.py", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     suggested = yaml.safe_load((tmp_path / "s.yaml").read_text())

@@ -1,5 +1,6 @@
-"""Observing the program's own ``torch.compile`` calls for ``suggest``: each gets an
-observing backend, as the policy's compile entries have."""
+"""Observing the program's own ``torch.compile`` calls (under ``run``, ``suggest``, the pytest
+plugin, and in the children of a run): each gets an observing backend, as the policy's compile
+entries have, so that it is a region of the report."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .._engine.plan import Plan
-from .._engine.targets import Kind, Target
-from .._observe.attribution import examples_dir, internal_dirs
+from .._engine.targets import Kind, Target, policy_name_of
+from .._observe.attribution import examples_dir, internal_dirs, shown_path
 from .._observe.observer import Observer
 from .._observe.regions import ObservedBackend
 from .._policy.tree import RuleRef
 from .._torch import dynamo as _dynamo
-from .findings import _module_name, shown_path
 
 
 # -- observing the program's own torch.compile calls
@@ -118,7 +118,7 @@ def _entry(model: Any) -> tuple[str, Target] | None:
         forward = getattr(cls, "forward", None)
         if not isinstance(forward, types.FunctionType):
             return None
-        module = _module_name(cls.__module__)
+        module = policy_name_of(cls.__module__)
         name = f"{module}:{cls.__qualname__}.forward"
         kind = Kind.METHOD
         target = Target(name, cls, "forward", forward, forward, kind, module, is_forward=True)
@@ -128,7 +128,7 @@ def _entry(model: Any) -> tuple[str, Target] | None:
         return None
     # code made by exec() without a __name__ has no module: its file names it (<string>)
     owned = func.__module__
-    module = _module_name(owned) if isinstance(owned, str) else func.__code__.co_filename
+    module = policy_name_of(owned) if isinstance(owned, str) else func.__code__.co_filename
     name = f"{module}:{func.__qualname__}"
     kind = Kind.FUNCTION if "." not in func.__qualname__ else Kind.METHOD
     target = Target(name, sys.modules.get(func.__module__), func.__name__, func, func, kind, module)

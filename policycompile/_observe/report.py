@@ -263,10 +263,15 @@ class Report:
         return lines
 
 
+def _rule_fields(d: dict[str, Any], rule: RuleRef | None) -> dict[str, Any]:
+    """``d`` with its rule as the text a reader reads and as data another process reads."""
+    d["rule"] = None if rule is None else str(rule)
+    d["rule_ref"] = None if rule is None else rule.to_dict()
+    return d
+
+
 def _region(r: RegionReport) -> dict[str, Any]:
-    d = asdict(r)
-    d["rule"] = None if r.rule is None else str(r.rule)
-    d["rule_ref"] = None if r.rule is None else r.rule.to_dict()
+    d = _rule_fields(asdict(r), r.rule)
     d["recompile_reasons"] = list(r.recompile_reasons)
     d["nested_entries"] = list(r.nested_entries)
     if r.ranks is None:
@@ -281,9 +286,7 @@ def _region(r: RegionReport) -> dict[str, Any]:
 
 
 def _break(b: BreakReport) -> dict[str, Any]:
-    d = asdict(b)
-    d["rule"] = None if b.rule is None else str(b.rule)
-    d["rule_ref"] = None if b.rule is None else b.rule.to_dict()
+    d = _rule_fields(asdict(b), b.rule)
     d["tests"] = list(b.tests)
     if b.ranks is None:
         del d["ranks"]

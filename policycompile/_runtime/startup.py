@@ -135,8 +135,10 @@ def _flush_at_os_exit() -> None:
     real = os._exit
 
     def _exit(status: int) -> NoReturn:
-        _flush()
-        real(status)
+        try:
+            _flush()
+        finally:  # whatever happens, the process leaves as it asked
+            real(status)
 
     os._exit = _exit
 

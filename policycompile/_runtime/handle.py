@@ -110,7 +110,9 @@ class PolicyHandle:
                 counts[rule] += 1
         policy = self.policy
         with self._lock:
-            warnings, failures = tuple(self.warnings), tuple(self.observer.failures)
+            warnings = tuple(self.warnings)
+        with self.observer.lock:
+            failures = tuple(self.observer.failures)
         return Report(
             policy_path=policy.path,
             profile=policy.profile,

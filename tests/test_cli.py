@@ -231,3 +231,24 @@ def test_validate_reports_schema_and_torch_errors_in_one_pass(write_policy: Writ
     path.write_text(path.read_text().replace("fullgrap", "fullgraph"))
     status, out = run("validate", str(path))
     assert status == 1 and len(out.splitlines()) == 3, out
+
+
+def test_validate_reads_every_target_it_can_despite_a_bad_one(write_policy: WritePolicy) -> None:
+    """A bad pattern among the targets hides no other error of the file."""
+    path = write_policy(
+        """
+        version: 1
+        compile:
+          backend: inductr
+        targets:
+          a.b.f:
+            stance: fail_on_recompil
+          a..h: {disable: true}
+        profiles:
+          ci:
+            compile: {backend: eagr}
+        """
+    )
+    status, out = run("validate", str(path))
+    found = [line.split(": error: ")[0] for line in out.splitlines()]
+    assert status == 1 and found == [f"{path}:3:3", f"{path}:6:5", f"{path}:7:5", f"{path}:10:15"]

@@ -9,6 +9,7 @@ unless the new text validates at the file's own path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -56,11 +57,20 @@ def read(path: str) -> tuple[str, Style]:
     return text.decode("utf-8").replace("\r\n", "\n"), style
 
 
-def refusal(path: str, shown: str) -> str | None:
+def refusal(path: str, shown: str, *, policy: bool = True) -> str | None:
     """Why ``path`` cannot be written (``shown`` is how the user gave it); None when it can.
 
     Checked before the program runs, so that nothing the run finds is lost to a file that
-    could not be written at its end."""
+    could not be written at its end.
+
+    :param policy: the file is a policy: an existing file replaced must be YAML by its name
+        (``-o`` onto the program itself, or onto notes, is a typing slip, never a policy).
+    """
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"cannot write {shown}: a loop of symbolic links"
     real = os.path.realpath(path)
     folder = os.path.dirname(real)
     if not os.path.isdir(folder):
@@ -73,7 +83,14 @@ def refusal(path: str, shown: str) -> str | None:
             return f"cannot write {shown}: it is not a regular file"
         if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
             return f"cannot write {shown}: it is read-only (left as it is)"
+        if policy and not real.endswith((".yaml", ".yml")):
+            return f"cannot write {shown}: it exists and is not a .yaml file (left as it is)"
     return None
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (through links, or spelt differently)."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def write_checked(
@@ -85,7 +102,9 @@ def write_checked(
 ) -> None:
     """Replace ``path`` (through a symlink, its target) with ``text``, keeping its mode and,
     unless ``style`` says otherwise, its style; only once ``validate`` finds no error in the
-    new text at that place (``validate(temp_path)`` returns the errors, each a line).
+    new text where the user names it: next to ``path`` itself, not its link's target, so that
+    relative ``extends`` resolve as they will when the file is loaded by that name
+    (``validate(temp_path)`` returns the errors, each a line).
 
     :raises OSError: the folder cannot be written.
     :raises ValueError: the text does not validate there (a bug of the writer): ``path`` is
@@ -102,16 +121,21 @@ def write_checked(
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    fd, temp = tempfile.mkstemp(prefix=".policycompile-", suffix=".yaml", dir=os.path.dirname(real))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write((style or Style()).encode(text))
-        os.chmod(temp, mode)
-        errors = validate(temp)
-        if errors:
-            raise ValueError(f"the new text of {path} does not validate there: {errors[0]}")
-        os.replace(temp, real)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    data = (style or Style()).encode(text)
+    named = os.path.dirname(os.path.abspath(path))
+    for folder in dict.fromkeys((named, os.path.dirname(real))):  # validated, then written
+        fd, temp = tempfile.mkstemp(prefix=".policycompile-", suffix=".yaml", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(temp, mode)
+            if folder == named:
+                errors = validate(temp)
+                if errors:
+                    raise ValueError(f"the new text of {path} does not validate there: {errors[0]}")
+            if folder == os.path.dirname(real):
+                os.replace(temp, real)
+                return
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)

@@ -16,11 +16,13 @@ from typing import NoReturn, TextIO
 from .._errors import PolicyError
 from .._observe.merge import join_processes
 from .._observe.report import Report
+from .._policy.load import load
 from .._runtime.api import apply
 from .._runtime.children import exported, read
 from .._runtime.compiles import ProgramCompiles
 from .._runtime.handle import PolicyHandle
 from .._runtime.runner import run_main
+from .._runtime.startup import adopt_forks, forget_forks
 from . import files
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
@@ -75,6 +77,7 @@ def run_program(
         handle.ranks.local = local
         guard = ExitGuard(lambda status: conclude(_outcome(handle, status, local, False)))
         guard.install()
+        adopt_forks(handle, session)
         try:
             status = run_main(
                 args.module or args.program,
@@ -89,6 +92,7 @@ def run_program(
             return EXIT_USAGE
         finally:
             guard.uninstall()
+            forget_forks()
         settle_children()
         return conclude(_outcome(handle, status, local, True))
 
@@ -160,7 +164,12 @@ class ExitGuard:
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
     """``policycompile run``."""
     if args.report_json:  # from where the command started: the program may change directory
-        args.report_json = files.anchored(args.report_json, os.getcwd())
+        shown, args.report_json = args.report_json, files.anchored(args.report_json, os.getcwd())
+        keep = [*load(args.file, profile="").sources, *([args.program] if args.program else [])]
+        refused = report_refusal(args.report_json, shown, keep)
+        if refused is not None:
+            print(f"policycompile run: {refused}", file=sys.stderr)
+            return EXIT_USAGE
     handle = apply(
         args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
     )
@@ -177,6 +186,14 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         compiles.uninstall()
         handle.undo()
+
+
+def report_refusal(report: str, shown: str, keep: list[str]) -> str | None:
+    """Why ``--report-json`` cannot be written: one of the files the run reads or writes
+    (``keep``: the policy, what it extends, the program), or any reason a file cannot be."""
+    if any(files.same_file(report, k) for k in keep):
+        return f"--report-json {shown} would overwrite the policy or the program: give another file"
+    return files.refusal(report, shown, policy=False)
 
 
 def print_report(report: Report | None, args: argparse.Namespace) -> None:

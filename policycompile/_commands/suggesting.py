@@ -20,7 +20,14 @@ from .._runtime.handle import PolicyHandle
 from . import files
 from . import suggest as write
 from .findings import Findings, collect
-from .program import EXIT_USAGE, Outcome, finish_ranks, print_report, run_program
+from .program import (
+    EXIT_USAGE,
+    Outcome,
+    finish_ranks,
+    print_report,
+    report_refusal,
+    run_program,
+)
 
 #: ``suggest`` writes here when given no ``-o``.
 SUGGEST_OUT = "policy.yaml"
@@ -71,9 +78,16 @@ def suggest_command(args: argparse.Namespace, out: TextIO) -> int:
         args.update and files.anchored(args.update, start),
         args.base and files.anchored(args.base, start),
     )
-    if args.report_json:
-        args.report_json = files.anchored(args.report_json, start)
     refused = _refuse(args, paths)
+    if refused is None and args.report_json:
+        report, shown_report = files.anchored(args.report_json, start), args.report_json
+        keep = [paths.target, *(p for p in (paths.update, paths.base) if p)]
+        if paths.base:
+            keep += load(paths.base, profile="").sources
+        if args.program:
+            keep.append(args.program)
+        refused = report_refusal(report, shown_report, keep)
+        args.report_json = report
     if refused is not None:
         print(f"policycompile suggest: {refused}", file=sys.stderr)
         return EXIT_USAGE

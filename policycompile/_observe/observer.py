@@ -385,8 +385,8 @@ class Observer:
             region = self._region_of_code(failed.code)
             if region is None:
                 continue
-            if self.audit:
-                continue  # nothing of the policy raises in audit mode
+            if self.audit and not region.program:
+                continue  # nothing of the policy raises in audit mode; the program's own may
             site = Frame(failed.file, failed.line, "")
             entered = self.index.entered([site], self.wrappers)
             settings = settings_at(

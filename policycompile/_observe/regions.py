@@ -32,6 +32,12 @@ class RegionStats:
     def fullgraph(self) -> bool:
         return bool(self.plan.compile.get("fullgraph"))
 
+    @property
+    def program(self) -> bool:
+        """A ``torch.compile`` call of the program's own, not a compile entry of the policy
+        (audit relaxes none of its options)."""
+        return self.rule is not None and self.rule.site
+
 
 class ObservedBackend:
     """A region's compiler: counts its graphs, then hands them to the real backend.
@@ -62,7 +68,8 @@ def govern(
     otherwise the innermost setting decides, as the flag would. ``where`` is the function
     whose wrapper set the deciding value (the compile entry, for fullgraph)."""
     if region is not None and region.fullgraph:
-        return region.plan.rules.get("compile.fullgraph"), False, region.name
+        rules = region.plan.rules  # the program's own entry has one rule, its call site
+        return rules.get("compile.fullgraph", rules.get("compile")), False, region.name
     if settings:
         value, rule, where = settings[-1]
         return rule, not value, where

@@ -292,10 +292,9 @@ def _checks_despite(doc: Document, backends: frozenset[str]) -> list[PolicyError
         bodies += [(("profiles", name), body) for name, body in profiles.items()]
     for at, body in bodies:
         options: list[tuple[str, Any, Position]] = []
-        try:
-            layer = _layer(doc, at, body, options)
-        except (PolicyError, AttributeError, TypeError, KeyError, ValueError):
+        if not isinstance(body, dict):
             continue  # a shape the schema errors already describe
+        layer = _layer(doc, at, body, options, lenient=True)
         problems += check_options(options, backends)
         # the torch checks only: the schema already said what combinations it forbids
         problems += [
@@ -305,30 +304,54 @@ def _checks_despite(doc: Document, backends: frozenset[str]) -> list[PolicyError
 
 
 def _layer(
-    doc: Document, at: JsonPath, body: dict[str, Any], options: list[tuple[str, Any, Position]]
+    doc: Document,
+    at: JsonPath,
+    body: dict[str, Any],
+    options: list[tuple[str, Any, Position]],
+    *,
+    lenient: bool = False,
 ) -> _Layer:
+    """One file's (or profile's) settings. ``lenient`` (a file that failed its schema, read
+    for its other errors): a part that cannot be read is skipped, the rest read."""
     layer = _Layer()
     if "strict" in body:
         layer.strict = Setting("strict", body["strict"], doc.key_position((*at, "strict")))
-    for opt, value in body.get("compile", {}).items():
+    compile_ = body.get("compile", {})
+    for opt, value in compile_.items() if isinstance(compile_, dict) or not lenient else ():
         setting = Setting(
             OPTION_PREFIX + opt, freeze(value), doc.key_position((*at, "compile", opt))
         )
         layer.defaults[setting.key] = setting
         options.append((opt, value, setting.position))
-    for text, spec in body.get("targets", {}).items():
-        where = doc.key_position((*at, "targets", text))
-        pattern = Pattern.parse(text, where)
-        settings = _target_settings(doc, (*at, "targets", text), spec, where)
-        comp = spec.get("compile")
-        for opt, value in comp.items() if isinstance(comp, dict) else ():
-            position = doc.key_position((*at, "targets", text, "compile", opt))
-            options.append((opt, value, position))
-        if "fullgraph" in spec:
-            position = doc.key_position((*at, "targets", text, "fullgraph"))
-            options.append(("fullgraph", spec["fullgraph"], position))
-        layer.targets[text] = (pattern, settings)
+    targets = body.get("targets", {})
+    for text, spec in targets.items() if isinstance(targets, dict) or not lenient else ():
+        try:
+            _target(doc, (*at, "targets", text), text, spec, layer, options)
+        except (PolicyError, AttributeError, TypeError, KeyError, ValueError):
+            if not lenient:
+                raise
     return layer
+
+
+def _target(
+    doc: Document,
+    at: JsonPath,
+    text: str,
+    spec: Any,
+    layer: _Layer,
+    options: list[tuple[str, Any, Position]],
+) -> None:
+    where = doc.key_position(at)
+    pattern = Pattern.parse(text, where)
+    settings = _target_settings(doc, at, spec, where)
+    comp = spec.get("compile")
+    found = []
+    for opt, value in comp.items() if isinstance(comp, dict) else ():
+        found.append((opt, value, doc.key_position((*at, "compile", opt))))
+    if "fullgraph" in spec:
+        found.append(("fullgraph", spec["fullgraph"], doc.key_position((*at, "fullgraph"))))
+    options.extend(found)
+    layer.targets[text] = (pattern, settings)
 
 
 def _target_settings(

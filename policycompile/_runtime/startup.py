@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import threading
     from typing import Any, NoReturn
 
+    from .handle import PolicyHandle
+
 _STARTUP = STATE.startup
 
 
@@ -141,6 +143,34 @@ def _flush_at_os_exit() -> None:
             real(status)
 
     os._exit = _exit
+
+
+def adopt_forks(handle: PolicyHandle, session: Session) -> None:
+    """Under ``policycompile run``, in its main process: a process forked from it (fork
+    context) reports what it compiles itself, as the run's other children do; until
+    :func:`forget_forks` at the run's end."""
+    with STATE.lock:
+        _STARTUP.forks = (handle, session)
+        if not _STARTUP.fork_hook:
+            _STARTUP.fork_hook = True
+            os.register_at_fork(after_in_child=_forked)
+
+
+def forget_forks() -> None:
+    """The run ended: a process forked from now on reports nothing."""
+    _STARTUP.forks = None
+
+
+def _forked() -> None:
+    forks = _STARTUP.forks
+    if forks is None or _STARTUP.handle is not None:
+        return  # no run, or a child of the run that already reports (its own fork hook)
+    handle, session = forks
+    _STARTUP.handle, _STARTUP.session = handle, session
+    handle.observer.forget_after_fork()
+    handle.observer.listeners.append(_changed)
+    atexit.register(_flush)
+    _flush_at_os_exit()
 
 
 def _warn_unpatched_main(handle: Any) -> None:

@@ -32,6 +32,9 @@ class Startup:
         self.pending: threading.Event | None = None  # the report writer has something to save
         self.writer: int | None = None  # the process whose writer thread that is
         self.told = False  # the report could not be saved, and this process said so
+        #: the main process of ``policycompile run``: the run its forked processes report to
+        self.forks: tuple[PolicyHandle, Session] | None = None
+        self.fork_hook = False  # os.register_at_fork was called (it cannot be undone)
 
 
 class State:

@@ -153,3 +153,60 @@ def test_a_text_that_does_not_validate_replaces_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not validate there: boom"):
         files.write_checked("new\n", str(path), lambda temp: ["boom"])
     assert path.read_text() == "kept\n" and [p.name for p in tmp_path.iterdir()] == ["f.yaml"]
+
+
+def test_the_program_the_policy_and_links_are_never_overwritten(tmp_path: Path) -> None:
+    """Found by trying: -o onto the program itself or a file that is no policy, a report
+    onto the policy, a loop of links: each refused in one line before the run, nothing
+    changed."""
+    (tmp_path / "moving.py").write_text(textwrap.dedent(MOVING))
+    (tmp_path / "notes.txt").write_text("mine\n")
+    (tmp_path / "p.yaml").write_text("version: 1\ntargets: {}\n")
+    (tmp_path / "loopa.yaml").symlink_to("loopb.yaml")
+    (tmp_path / "loopb.yaml").symlink_to("loopa.yaml")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.is_symlink()}
+    for args, said in (
+        (
+            ["suggest", "-o", "moving.py", "moving.py"],
+            "cannot write moving.py: it exists and is not a .yaml file",
+        ),
+        (
+            ["suggest", "-o", "notes.txt", "moving.py"],
+            "cannot write notes.txt: it exists and is not a .yaml file",
+        ),
+        (
+            ["suggest", "-o", "loopa.yaml", "moving.py"],
+            "cannot write loopa.yaml: a loop of symbolic links",
+        ),
+        (
+            ["run", "p.yaml", "--report-json", "p.yaml", "moving.py"],
+            "--report-json p.yaml would overwrite the policy or the program",
+        ),
+        (
+            ["suggest", "--update", "p.yaml", "--report-json", "p.yaml", "moving.py"],
+            "--report-json p.yaml would overwrite the policy or the program",
+        ),
+        (
+            ["suggest", "-o", "s.yaml", "--report-json", "s.yaml", "moving.py"],
+            "--report-json s.yaml would overwrite the policy or the program",
+        ),
+    ):
+        done = _cli(tmp_path, *args)
+        assert done.returncode == 2 and said in done.stderr, (args, done.stderr[-2000:])
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.is_symlink()} == before
+    assert (tmp_path / "loopa.yaml").is_symlink() and not (tmp_path / "s.yaml").exists()
+
+
+def test_an_update_through_a_link_validates_where_the_link_is(tmp_path: Path) -> None:
+    """A relative ``extends`` resolves next to the name the policy is loaded by (the link);
+    the new text is checked there too, and written to the file the link points to."""
+    (tmp_path / "moving.py").write_text(textwrap.dedent(MOVING))
+    (tmp_path / "root.yaml").write_text("version: 1\ntargets: {}\n")
+    (tmp_path / "conf").mkdir()
+    real = tmp_path / "conf" / "p.yaml"
+    real.write_text("version: 1\nextends: root.yaml\ntargets: {}\n")
+    (tmp_path / "p.yaml").symlink_to("conf/p.yaml")
+    done = _cli(tmp_path, "suggest", "--update", "p.yaml", "moving.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "moving.step" in real.read_text() and (tmp_path / "p.yaml").is_symlink()

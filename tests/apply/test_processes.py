@@ -380,3 +380,37 @@ def test_a_forked_process_reports_only_what_it_compiled(tmp_path: Path) -> None:
     assert torch_graphs == 2 and report["processes"] == 3
     assert sum(r["graphs"] for r in regions) == torch_graphs  # type: ignore[attr-defined]
     assert not any(r["recompile_reasons"] for r in regions)  # type: ignore[attr-defined]
+
+
+FORKED_BY_MAIN = """
+import multiprocessing as mp
+import torch
+
+def step(x):
+    x = x + 1
+    torch._dynamo.graph_break()
+    return x * 2
+
+def work():
+    torch.compile(step, backend="eager")(torch.ones(2))
+
+if __name__ == "__main__":
+    p = mp.get_context("fork").Process(target=work)
+    p.start()
+    p.join()
+    print("child", p.exitcode)
+"""
+
+
+def test_an_audit_sees_a_process_forked_by_the_main_program(tmp_path: Path) -> None:
+    """A fork-context worker of the main program reports its break: the audit fails as it
+    must, never "0 violations" for a break it could not see."""
+    (tmp_path / "prog.py").write_text(FORKED_BY_MAIN)
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ntargets:\n  prog.**: {error_on_graph_break: true}\n"
+    )
+    done, report = _run(tmp_path, "--audit", "prog.py")
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert done.stdout == "child 0\n" and report["processes"] == 2
+    (violation,) = report["violations"]  # type: ignore[misc]
+    assert violation["function"] == "prog.step"  # type: ignore[index]

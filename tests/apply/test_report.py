@@ -358,3 +358,51 @@ def test_run_counts_every_recompile_torch_logs(tmp_path: Path) -> None:
     (region,) = json.loads((tmp_path / "r.json").read_text())["regions"]
     assert region["recompiles"] == logged == len(region["recompile_reasons"])
     assert any("STATS" in reason for reason in region["recompile_reasons"])
+
+
+FULLGRAPH_OWN = """
+import torch
+
+def g(x):
+    print("in g")
+    return x + 1
+
+@torch.compile(fullgraph=True, backend="eager")
+def f(x):
+    return g(x.cos())
+
+if __name__ == "__main__":
+    try:
+        f(torch.ones(2))
+    except Exception as exc:
+        print("caught", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("caught", [True, False])
+def test_the_programs_own_fullgraph_failure_is_a_violation_of_its_call(
+    tmp_path: Path, caught: bool
+) -> None:
+    """Audit relaxes nothing of the program's own torch.compile: its fullgraph failure is
+    listed, under that call as the rule, whether or not the program catches it."""
+    source = FULLGRAPH_OWN if caught else FULLGRAPH_OWN.replace("    try:\n", "    if True:\n")
+    source = source if caught else source.replace("    except Exception as exc:", "    if False:")
+    (tmp_path / "own.py").write_text(source)
+    (tmp_path / "p.yaml").write_text("version: 1\ntargets: {}\n")
+    done = python(
+        "-m",
+        "policycompile",
+        "run",
+        "p.yaml",
+        "--audit",
+        "--report-json",
+        "r.json",
+        "own.py",
+        cwd=tmp_path,
+    )
+    assert done.returncode == (4 if caught else 1), done.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    (region,) = report["regions"]
+    assert (region["name"], region["failed_compiles"]) == ("own.f", 1)
+    (violation,) = report["violations"]
+    assert violation["rule"] == "torch.compile at own.py:8"

@@ -21,6 +21,7 @@ from ._errors import PolicySchemaError as PolicySchemaError
 from ._errors import PolicyStateError as PolicyStateError
 from ._errors import PolicySyntaxError as PolicySyntaxError
 from ._errors import PolicyTargetError as PolicyTargetError
+from ._errors import PolicyTorchError as PolicyTorchError
 from ._errors import PolicyWarning as PolicyWarning
 from ._errors import Position as Position
 from ._version import __version__ as __version__
@@ -90,6 +91,7 @@ __all__ = [
     "PolicyStateError",
     "PolicySyntaxError",
     "PolicyTargetError",
+    "PolicyTorchError",
     "PolicyWarning",
     "Position",
     "RegionReport",

@@ -121,5 +121,9 @@ class PolicyRankError(PolicyError, RuntimeError):
     """The ranks of a torch.distributed job do not apply the same policy."""
 
 
+class PolicyTorchError(PolicyError, RuntimeError):
+    """The installed torch is older than policycompile supports (or is missing)."""
+
+
 class PolicyWarning(UserWarning):
     """Something a policy asked for could not be done, and ``strict: false`` allows it."""

@@ -34,10 +34,12 @@ def check_options(
     problems: list[PolicyError] = []
     for name, value, position in sorted(options, key=lambda o: o[2]):
         if name not in accepted:
+            newer = catalog.NEWER_OPTIONS.get(name)
+            why = f"; torch {newer} has it" if newer else _did_you_mean(name, accepted)
             problems.append(
                 PolicyOptionError(
                     f"unknown compile option {name!r}: torch.compile in torch {version} accepts "
-                    f"{', '.join(sorted(accepted))}{_did_you_mean(name, accepted)}",
+                    f"{', '.join(sorted(accepted))}{why}",
                     position,
                 )
             )

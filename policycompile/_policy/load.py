@@ -17,6 +17,7 @@ from .._errors import (
     PolicyOptionError,
     PolicyProfileError,
     PolicySchemaError,
+    PolicyTorchError,
     Position,
 )
 from .._torch import catalog
@@ -97,6 +98,9 @@ def load(
     :raises PolicyError: a subclass that says what is wrong, with file:line:column.
     """
     path = os.fspath(source)
+    problem = catalog.version_problem()
+    if problem is not None:  # one line, before anything of torch's can fail in its own way
+        raise PolicyTorchError(problem, path=path)
     merged = _load_file(path, (), max_bytes, {}, backends=frozenset(backends))
     return _finish(path, merged, profile, frozenset(backends), strict)
 

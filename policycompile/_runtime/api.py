@@ -7,11 +7,12 @@ import os
 import sys
 from collections.abc import Iterable
 
-from .._errors import PolicyStateError
+from .._errors import PolicyStateError, PolicyTorchError
 from .._policy.load import MAX_BYTES
 from .._policy.load import load as _load
 from .._policy.policy import Policy
 from .._policy.tree import Explanation
+from .._torch import catalog
 from .children import Session
 from .handle import PolicyHandle
 from .ranks import rank_check_from_env
@@ -119,6 +120,9 @@ def _apply(
     rank_check: bool,
     hold: frozenset[str] = frozenset(),
 ) -> PolicyHandle:
+    problem = catalog.version_problem()
+    if problem is not None:  # a Policy from elsewhere: the same one line as load gives
+        raise PolicyTorchError(problem, path=policy.path)
     import torch  # noqa: F401  - the wrappers are torch's; import it before taking the lock
 
     with STATE.lock:

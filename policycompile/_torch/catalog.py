@@ -10,6 +10,41 @@ import inspect
 import re
 from typing import Any
 
+#: the oldest torch policycompile supports: the first with torch._dynamo.error_on_graph_break
+FLOOR = (2, 9)
+
+
+def version_problem(installed: str | None = None) -> str | None:
+    """Why the installed torch (or ``installed``, a version string) cannot run policycompile,
+    in one line; None when it can. Read from the package's metadata, without importing
+    torch."""
+    if installed is None:
+        from importlib import metadata
+
+        try:
+            installed = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            return "torch is not installed: policycompile needs torch >= 2.9"
+    parts = re.match(r"(\d+)\.(\d+)", installed)
+    if parts is None or (int(parts[1]), int(parts[2])) >= FLOOR:
+        return None
+    return (
+        f"torch {installed} is installed; policycompile needs torch >= {FLOOR[0]}.{FLOOR[1]} "
+        "(the first release with torch._dynamo.error_on_graph_break)"
+    )
+
+
+#: torch.compile keywords newer than the floor, with the oldest release seen to accept each
+#: among those CI runs (2.9.0, 2.13.0, 2.14.1): it may be older. ``shapes_spec`` (2.13) was
+#: renamed ``dynamic_shapes`` in 2.14.
+NEWER_OPTIONS = {
+    "name": "2.13",
+    "recompile_limit": "2.13",
+    "isolate_recompiles": "2.13",
+    "shapes_spec": "2.13 (2.14 calls it dynamic_shapes)",
+    "dynamic_shapes": "2.14",
+}
+
 
 def version() -> str:
     """``torch.__version__`` as a string."""

@@ -208,5 +208,11 @@ def module_stack(gm: Any) -> Iterator[tuple[str, type]]:
 
 
 def module_path(path: str) -> str:
-    """An ``nn_module_stack`` path as ``transformer.h.0``: without the ``L['self']`` root."""
-    return re.sub(r"^L\['[^']*'\]\.?", "", path)
+    """An ``nn_module_stack`` path as ``transformer.h.0``: without the ``L['self']`` root.
+
+    Versions differ: torch 2.9 records ``_modules['transformer']._modules['h']._modules['0']``,
+    which torch 2.10 began to rewrite as ``transformer.h.0`` (``record_nn_module_stack``);
+    both read the same here.
+    """
+    path = re.sub(r"^L\['[^']*'\]\.?", "", path)
+    return re.sub(r"_modules\['([^']*)'\]", r"\1", path)

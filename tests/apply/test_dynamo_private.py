@@ -222,3 +222,14 @@ def test_a_store_wait_tells_a_timeout_from_a_store_that_failed() -> None:
     del server  # the job's store goes away under the client
     missing, failed = dist.wait(client, ["here"], 0.5)
     assert missing == [0] and failed is not None and "Error" in failed
+
+
+def test_the_floor_is_told_in_one_line_from_the_packages_metadata() -> None:
+    assert catalog.version_problem() is None  # the installed torch, read without importing it
+    for fine in ("2.9.0+cu128", "2.13.0+cpu", "2.15.0", "3.0.0"):
+        assert catalog.version_problem(fine) is None
+    told = catalog.version_problem("2.8.1")
+    assert told == (
+        "torch 2.8.1 is installed; policycompile needs torch >= 2.9 (the first release with "
+        "torch._dynamo.error_on_graph_break)"
+    )

@@ -406,3 +406,31 @@ def test_the_programs_own_fullgraph_failure_is_a_violation_of_its_call(
     assert (region["name"], region["failed_compiles"]) == ("own.f", 1)
     (violation,) = report["violations"]
     assert violation["rule"] == "torch.compile at own.py:8"
+
+
+@pytest.mark.inductor
+def test_inductors_compile_workers_are_never_children_of_the_program(tmp_path: Path) -> None:
+    """Inductor's own worker processes compile nothing of the program's: they never apply the
+    policy, and are never joined into the report."""
+    (tmp_path / "cw.py").write_text(
+        "import torch\n\ndef f(x):\n    return (x * 2).sin() + 1\n\n"
+        "if __name__ == '__main__':\n    print(torch.compile(f)(torch.ones(8)).sum().item())\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ntargets:\n  cw.**: {error_on_graph_break: true}\n"
+    )
+    env = {"TORCHINDUCTOR_COMPILE_THREADS": "2", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c")}
+    done = python(
+        "-m",
+        "policycompile",
+        "run",
+        "p.yaml",
+        "--report-json",
+        "r.json",
+        "cw.py",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["processes"] == 1 and [r["name"] for r in report["regions"]] == ["cw.f"]

@@ -188,3 +188,39 @@ def test_dynamo_config_resolves_name_by_name(modules: Modules) -> None:
     text = out.getvalue()
     assert "dynamo_config.capture_scalar_outputs = true" in text
     assert "dynamo_config.recompile_limit = 2" in text and "lost:" in text
+
+
+def test_a_compile_option_newer_torch_added_is_named_with_its_release(
+    modules: Modules,
+) -> None:
+    """Keys follow the installed torch.compile: where torch has ``recompile_limit`` it works
+    as written by hand; where it lacks ``dynamic_shapes``, the error names the release that
+    has it."""
+    from policycompile._torch import catalog
+
+    accepted = catalog.torch_compile_keywords()[1]
+    shapes = modules.policy("version: 1\ncompile: {dynamic_shapes: true}\ntargets: {}\n", "s.yaml")
+    if "dynamic_shapes" in accepted:
+        pc.load(shapes)
+    else:
+        with pytest.raises(pc.PolicyOptionError, match=r"torch 2\.14 has it") as info:
+            pc.load(shapes)
+        assert info.value.line == 2
+    if "recompile_limit" not in accepted:
+        pytest.skip(f"torch {torch.__version__} has no torch.compile(recompile_limit=...)")
+    name = modules.write(modules.name("m"), "def entry(x):\n    return x * 2\n")
+    policy = modules.policy(
+        f"version: 1\ncompile: {{backend: {BACKEND}, dynamic: false}}\ntargets:\n"
+        f"  {name}.entry: {{compile: {{recompile_limit: 1}}}}\n"
+    )
+    with apply(policy):
+        module = importlib.import_module(name)
+        for n in (2, 3, 4):
+            module.entry(torch.ones(n))
+    by_policy = len(GRAPHS)
+    hand = torch.compile(lambda x: x * 2, backend=BACKEND, dynamic=False, recompile_limit=1)
+    GRAPHS.clear()
+    torch._dynamo.reset()
+    for n in (2, 3, 4):
+        hand(torch.ones(n))
+    assert by_policy == len(GRAPHS) == 1  # as the hand-written option: one graph, then eager

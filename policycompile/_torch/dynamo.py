@@ -64,12 +64,17 @@ def make_backend(backend: Any, mode: Any, options: Any, dynamic: Any, name: Any 
 
     import torch
 
+    # ``name`` goes where torch.compile gives it: to Inductor's wrapper (2.13, 2.14), to every
+    # backend's where its wrapper takes it (newer torch)
     if backend is None or backend == "inductor":
         cls = torch._TorchCompileInductorWrapper
         if "name" in inspect.signature(cls.__init__).parameters:
             return cls(mode, options, dynamic, name)  # type: ignore[no-untyped-call]
         return cls(mode, options, dynamic)  # type: ignore[no-untyped-call]
-    return torch._TorchCompileWrapper(backend, mode, options, dynamic)  # type: ignore[no-untyped-call]
+    wrapper = torch._TorchCompileWrapper
+    if "name" in inspect.signature(wrapper.__init__).parameters:
+        return wrapper(backend, mode, options, dynamic, name)  # type: ignore[no-untyped-call, call-arg]
+    return wrapper(backend, mode, options, dynamic)  # type: ignore[no-untyped-call]
 
 
 def recompile_reasons() -> dict[tuple[int, int], str]:

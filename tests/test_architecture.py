@@ -41,12 +41,15 @@ def test_every_report_field_has_one_merge_rule(kind: type, rules: dict[str, obje
 
 
 def test_the_repository_cites_only_itself() -> None:
-    outside = re.compile(r"SPEC(\.md| section)|TORCH_FACTS|\.\./shared")
+    # the names are spelt in pieces, so that this test does not cite them itself
+    outside = re.compile(
+        "|".join(["SPEC" + r"(\.md| section)", "TORCH" + "_FACTS", r"\.\./" + "shared"])
+    )
     cited = [
         f"{path.relative_to(ROOT)}:{n}"
         for folder in ("policycompile", "tests", "docs", "benchmarks")
         for path in sorted((ROOT / folder).rglob("*"))
-        if path.suffix in (".py", ".md") and path.name != "test_architecture.py"
+        if path.suffix in (".py", ".md")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if outside.search(line)
     ]

@@ -163,16 +163,15 @@ class ExitGuard:
 
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
     """``policycompile run``."""
+    policy = load(args.file, profile=args.profile)  # once: the refusal reads its files too
     if args.report_json:  # from where the command started: the program may change directory
         shown, args.report_json = args.report_json, files.anchored(args.report_json, os.getcwd())
-        keep = [*load(args.file, profile="").sources, *([args.program] if args.program else [])]
+        keep = [*policy.sources, *([args.program] if args.program else [])]
         refused = report_refusal(args.report_json, shown, keep)
         if refused is not None:
             print(f"policycompile run: {refused}", file=sys.stderr)
             return EXIT_USAGE
-    handle = apply(
-        args.file, profile=args.profile, audit=args.audit, rank_check=not args.no_rank_check
-    )
+    handle = apply(policy, audit=args.audit, rank_check=not args.no_rank_check)
 
     def conclude(outcome: Outcome) -> int:
         print_report(outcome.report, args)

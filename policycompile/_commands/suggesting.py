@@ -123,8 +123,9 @@ def _refuse(args: argparse.Namespace, paths: _Paths) -> str | None:
             f"{shown} exists: give -o OUT to replace it, or --update {shown} to merge this "
             "run into it"
         )
+    update_chain: set[str] = set()
     if paths.update is not None:  # its own located errors first (a FIFO, bad YAML): exit 1
-        load(paths.update, profile="")
+        update_chain = {os.path.realpath(s) for s in load(paths.update, profile="").sources}
     if target == "-":
         return None
     if paths.base is not None:
@@ -134,10 +135,9 @@ def _refuse(args: argparse.Namespace, paths: _Paths) -> str | None:
                 f"cannot write {shown}: the --base policy is, or extends, that file (the "
                 f"suggestion extends the base): give another -o, or --update {args.base}"
             )
-    if paths.update is not None and os.path.realpath(target) != os.path.realpath(paths.update):
-        chain = {os.path.realpath(s) for s in load(paths.update, profile="").sources}
-        if os.path.realpath(target) in chain:
-            return f"cannot write {shown}: --update {args.update} extends it"
+    extended = update_chain - {os.path.realpath(paths.update or "")}  # not the file itself
+    if os.path.realpath(target) in extended:
+        return f"cannot write {shown}: --update {args.update} extends it"
     return files.refusal(target, shown)
 
 

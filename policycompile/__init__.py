@@ -7,8 +7,6 @@ interpreter start-up, and pays only for what start-up needs (docs/distributed.md
 
 from __future__ import annotations
 
-import importlib
-
 from ._errors import PolicyConflictError as PolicyConflictError
 from ._errors import PolicyError as PolicyError
 from ._errors import PolicyExtendsError as PolicyExtendsError
@@ -64,6 +62,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'policycompile' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -6,11 +6,11 @@ from __future__ import annotations
 import _thread
 import sys
 import types
-from collections.abc import Callable, Sequence
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing: start-up uses this
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (nor collections: start-up watches for torch with this module)
     import importlib.machinery
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 

@@ -7,18 +7,19 @@ of any Python process that has the variable (the mechanism coverage.py uses for
 subprocesses), which applies the policy there; at exit the child writes its report into the
 spool, and the parent joins what it finds there into its own.
 
-Every Python process a run starts imports this module: it imports little at first (the report
-and ``tempfile`` only when a report is written or read).
+Every Python process a run starts imports this module: it imports little at first (``json``
+only when the variable is parsed, once torch is imported; the report and ``tempfile`` only
+when a report is written or read).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._observe.report import Report
 
 ENV = "POLICYCOMPILE_RUN"
@@ -61,6 +62,8 @@ class Session:
         return f"Session({', '.join(f'{k}={v!r}' for k, v in self._fields().items())})"
 
     def to_env(self) -> str:
+        import json
+
         return json.dumps(self._fields(), separators=(",", ":"))
 
     @classmethod
@@ -69,6 +72,8 @@ class Session:
 
         :raises ValueError: not JSON, or a field missing, unknown or of the wrong type.
         """
+        import json
+
         doc = json.loads(text)
         if not isinstance(doc, dict):
             raise ValueError(f"not a JSON object: {text[:40]!r}")
@@ -164,6 +169,8 @@ def write(spool: str, report: Report) -> None:
 
 def read(spool: str) -> tuple[list[Report], list[str]]:
     """The reports children left so far, and a warning for each file that is not one."""
+    import json
+
     from .._observe.report import Report
 
     reports: list[Report] = []

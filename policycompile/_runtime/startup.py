@@ -67,14 +67,9 @@ def main() -> None:
         if _STARTUP.started:
             return  # a .pth seen twice (a venv's lib64 link) imports this module once anyway
         _STARTUP.started = True
-    try:
-        session = Session.from_env(text)
-    except (ValueError, TypeError) as exc:
-        _fail(
-            f"{ENV} is not valid ({exc}); unset it, or start the program with policycompile run",
-            at_startup=True,
-        )
-    _STARTUP.session = session
+    # read, not parsed: parsing (json, hence re) is paid once torch is imported, where the
+    # policy is applied; a child that never imports torch compiles nothing
+    _STARTUP.text = text
     # multiprocessing starts its children as `python [flags] -c "from multiprocessing..."`
     command = " ".join(argv[1:])
     if "from multiprocessing." in command:
@@ -104,9 +99,16 @@ def _apply(*, at_startup: bool = False) -> None:
     watch, _STARTUP.watch = _STARTUP.watch, None
     if watch is not None:
         watch.uninstall()
-    session = _STARTUP.session
-    if _STARTUP.handle is not None or session is None:
+    if _STARTUP.handle is not None or _STARTUP.text is None:
         return
+    try:
+        session = Session.from_env(_STARTUP.text)
+    except (ValueError, TypeError) as exc:
+        _fail(
+            f"{ENV} is not valid ({exc}); unset it, or start the program with policycompile run",
+            at_startup=at_startup,
+        )
+    _STARTUP.session = session
     from .._errors import PolicyError
     from .api import apply_session
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import _thread
 
-from .children import Session
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:  # the start-up path imports this module: it stays light
     import threading
 
     from .._engine.hook import PolicyFinder
+    from .children import Session
     from .handle import PolicyHandle
 
 
@@ -24,7 +23,8 @@ class Startup:
 
     def __init__(self) -> None:
         self.started = False  # a .pth seen twice (a venv's lib64 link) starts it once
-        self.session: Session | None = None
+        self.text: str | None = None  # the variable, read at start-up
+        self.session: Session | None = None  # ... parsed once torch is imported
         self.watch: PolicyFinder | None = None  # waits for torch to be imported
         self.handle: PolicyHandle | None = None
         self.prepared = False  # multiprocessing prepared the parent's main module

@@ -246,11 +246,15 @@ def test_child_refuses_a_policy_that_changed(tmp_path: Path) -> None:
     # a child that never imports torch pays nothing and is left alone
     done = python("-c", "import sys; print('ran', 'torch' in sys.modules)", cwd=tmp_path, env=env)
     assert (done.returncode, done.stdout) == (0, "ran False\n")
-    # a malformed variable: the child stops at start-up with one line
+    # a malformed variable: read, not parsed, at start-up (a child that never imports torch
+    # compiles nothing); the child stops with one line where torch is imported
     done = python("-c", "print('ran')", cwd=tmp_path, env={"POLICYCOMPILE_RUN": "{"})
-    assert done.returncode == 1 and "POLICYCOMPILE_RUN is not valid" in done.stderr
-    assert "Fatal Python error" not in done.stderr
-    # a well-formed variable with a field of the wrong type: the same one line, before torch
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ran\n", "")
+    done = python("-c", "import torch; print('ran')", cwd=tmp_path, env={"POLICYCOMPILE_RUN": "{"})
+    assert done.returncode == 1 and done.stdout == ""
+    assert "POLICYCOMPILE_RUN is not valid" in done.stderr
+    assert "Traceback" not in done.stderr and "Fatal Python error" not in done.stderr
+    # a well-formed variable with a field of the wrong type: the same one line
     wrong = json.dumps({**session, "profile": 5})
     done = python(
         "-c", "import torch; print('ran')", cwd=tmp_path, env={"POLICYCOMPILE_RUN": wrong}
@@ -414,3 +418,25 @@ def test_an_audit_sees_a_process_forked_by_the_main_program(tmp_path: Path) -> N
     assert done.stdout == "child 0\n" and report["processes"] == 2
     (violation,) = report["violations"]  # type: ignore[misc]
     assert violation["function"] == "prog.step"  # type: ignore[index]
+
+
+def test_startup_imports_only_what_reads_the_variable_and_watches_for_torch() -> None:
+    """A child that never imports torch pays for reading the variable and a watch on torch
+    only (docs/distributed.md, benchmarks/startup.py): beyond what plain ``python`` imports,
+    start-up adds policycompile's own start-up modules and four small standard ones; not
+    ``json`` (nor ``re``, which it imports), ``typing``, ``collections`` or ``dataclasses``."""
+    code = "import sys; print(' '.join(sorted(sys.modules)))"
+    plain_env = {k: v for k, v in os.environ.items() if k != "POLICYCOMPILE_RUN"}
+    child_env = {**plain_env, "POLICYCOMPILE_RUN": '{"policy": "p.yaml"}'}
+    imported = [
+        set(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            ).stdout.split()
+        )
+        for env in (plain_env, child_env)
+    ]
+    added = imported[1] - imported[0]
+    ours = {m for m in added if m.split(".")[0] == "policycompile"}
+    assert "policycompile._runtime.startup" in ours
+    assert added - ours <= {"__future__", "atexit", "itertools", "types"}, added - ours

@@ -17,6 +17,7 @@ from benchmarks import (
     distributed,
     nested,
     overhead,
+    placement,
     regional,
     resolver,
     startup,
@@ -35,6 +36,7 @@ BENCHES = {
     "nested": nested,
     "suggest": suggest,
     "startup": startup,
+    "placement": placement,
 }
 
 

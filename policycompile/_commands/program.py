@@ -11,7 +11,7 @@ import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from .._errors import PolicyError
 from .._observe.merge import join_processes
@@ -70,9 +70,9 @@ def run_program(
                 report = replace(report, warnings=(*report.warnings, *problems))
             return report
 
-        def defined(module: types.ModuleType, name: str) -> object:
+        def defined(module: types.ModuleType, name: str, obj: Any) -> Any:
             on_main(module)
-            return handle.patch_module(module, only=name)
+            return handle.define(module, name, obj)
 
         handle.ranks.local = local
         guard = ExitGuard(lambda status: conclude(_outcome(handle, status, local, False)))

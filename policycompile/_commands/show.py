@@ -7,6 +7,7 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
+from .._engine.containers import Held
 from .._engine.modules import Planned
 from .._policy.keys import COMPILE, OPTION_PREFIX, thaw
 from .._policy.policy import Policy
@@ -153,7 +154,14 @@ def plan_json(policy: Policy, planned: Planned) -> dict[str, Any]:
         "problems": [str(e) for e in planned.problems],
         "nested_entries": [{"outer": o, "inner": i} for o, i in nested_entries(planned.plans)],
         "unused_rules": [f"{r.pattern.text} ({r.position.short})" for r in planned.unused],
+        "rebound": [_held(h, planned) for h in planned.held if h.rebindable],
+        "unreached": [_held(h, planned) for h in planned.held if not h.rebindable],
     }
+
+
+def _held(held: Held, planned: Planned) -> str:
+    names = {id(p.target.raw): p.target.display for p in planned.plans}
+    return f"{held.where} holds the original of {names.get(id(held.value), '?')}"
 
 
 def plan_text(policy: Policy, planned: Planned) -> str:
@@ -173,4 +181,14 @@ def plan_text(policy: Policy, planned: Planned) -> str:
     severity = "error" if policy.strict else "warning"
     lines += [str(e).replace(": error: ", f": {severity}: ", 1) for e in planned.problems]
     lines += [f"unused rule: {r.pattern.text} ({r.position.short})" for r in planned.unused]
+    lines += [
+        f"rebound: {_held(h, planned)}: apply points it at the wrapper"
+        for h in planned.held
+        if h.rebindable
+    ]
+    lines += [
+        f"unreached: {_held(h, planned)}: calls through it would not be under the policy"
+        for h in planned.held
+        if not h.rebindable
+    ]
     return "\n".join(lines) + "\n"

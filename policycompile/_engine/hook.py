@@ -34,7 +34,7 @@ class ChainedLoader:
         if spec is not None and spec.loader is self:
             spec.loader = self.loader
         before = set(sys.modules)
-        self.loader.exec_module(module)
+        self._execute(module)
         fresh = [
             m
             for name in set(sys.modules) - before
@@ -42,48 +42,29 @@ class ChainedLoader:
         ]
         self.hook(module, fresh)
 
+    def _execute(self, module: types.ModuleType) -> None:
+        self.loader.exec_module(module)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)
-
-
-class FinderFirst(list):  # type: ignore[type-arg]
-    """``sys.meta_path`` while a policy is applied: a finder inserted in front of the policy's
-    finder (pytest's assertion rewriter, typeguard's and wrapt's hooks all do
-    ``sys.meta_path.insert(0, finder)``) goes right behind it instead, so that covered
-    modules it finds are still patched; it is asked for them first all the same, by the
-    policy's finder, before any finder behind it.
-
-    It stands in for the list it was made from (code may hold that list): once no policy
-    finder is left, :meth:`PolicyFinder.uninstall` puts that very list back, holding the
-    finders of now."""
-
-    def __init__(self, original: list[Any]) -> None:
-        super().__init__(original)
-        self.original = original
-
-    def insert(self, index: Any, finder: Any) -> None:
-        if not isinstance(finder, PolicyFinder):
-            index = int(index)
-            if index < 0:
-                index = max(0, len(self) + index)
-            ours = [i for i, f in enumerate(self) if isinstance(f, PolicyFinder)]
-            if ours and index <= ours[-1]:
-                index = ours[-1] + 1
-        super().insert(index, finder)
 
 
 class PolicyFinder:
     """Asks the finders behind it for the spec of a covered module and chains its loader.
 
     It must stay first: a finder inserted in front of it later (pytest's assertion rewriter,
-    typeguard) would answer for covered modules itself. So every call checks its place,
-    moves back to the front, and tells ``displaced`` so that what was imported meanwhile
-    is patched; the finders now behind it are still asked, in their order.
+    typeguard) would answer for covered modules itself. ``sys.meta_path`` stays the list it
+    is (code may hold it), so the finder cannot refuse the place; instead every call checks
+    its place, moves back to the front of that same list, and tells ``displaced`` so that
+    what was imported meanwhile is patched (after it ran); the finders now behind it are
+    still asked, in their order.
 
     :param covers: a pure, fast function of the module name: does the policy concern it?
     :param hook: called with each covered module right after it executed, and the modules
         imported while it executed.
     :param on_displaced: called after the finder moved back in front of another.
+    :param loader_for: given the real loader of a covered module, the loader to run it with
+        instead (definition-time placement, :mod:`.rewrite`), or None for the chained one.
     """
 
     def __init__(
@@ -91,10 +72,12 @@ class PolicyFinder:
         covers: Callable[[str], bool],
         hook: Callable[[types.ModuleType, list[types.ModuleType]], object],
         on_displaced: Callable[[], object] = lambda: None,
+        loader_for: Callable[[Any], Any] | None = None,
     ) -> None:
         self.covers = covers
         self.hook = hook
         self.on_displaced = on_displaced
+        self.loader_for = loader_for
         self._local = _thread._local()  # threading.local, without importing threading
 
     def find_spec(
@@ -118,6 +101,10 @@ class PolicyFinder:
             busy.discard(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec  # not found, a namespace package, or a legacy loader: nothing to chain
+        loader = self.loader_for(spec.loader) if self.loader_for is not None else None
+        if loader is not None:
+            spec.loader = loader
+            return spec
         # a loader by duck typing (importlib.abc costs start-up more than all the rest)
         spec.loader = ChainedLoader(spec.loader, self.hook)  # type: ignore[assignment]
         return spec
@@ -143,21 +130,14 @@ class PolicyFinder:
 
     def install(self) -> None:
         """Put the finder first on ``sys.meta_path`` (moving it there if it is already on),
-        and keep it first: see :class:`FinderFirst`."""
+        in the list itself: ``sys.meta_path`` is never replaced."""
         self.uninstall()
-        if not isinstance(sys.meta_path, FinderFirst):
-            sys.meta_path = FinderFirst(sys.meta_path)
-        list.insert(sys.meta_path, 0, self)
+        sys.meta_path.insert(0, self)
 
     def uninstall(self) -> None:
-        """Remove the finder; idempotent. The last policy finder to leave puts back the
-        list object ``sys.meta_path`` was before :meth:`install`."""
+        """Remove the finder; idempotent."""
         while self in sys.meta_path:
             sys.meta_path.remove(self)
-        path = sys.meta_path
-        if isinstance(path, FinderFirst) and not any(isinstance(f, PolicyFinder) for f in path):
-            path.original[:] = list(path)
-            sys.meta_path = path.original
 
     def invalidate_caches(self) -> None:
         pass

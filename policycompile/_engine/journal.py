@@ -30,6 +30,10 @@ class Record:
     def module(self) -> str:
         return self.plan.target.module
 
+    @property
+    def where(self) -> str:
+        return self.plan.target.display
+
     def apply(self) -> None:
         """Set the wrapper.
 
@@ -70,6 +74,10 @@ class AliasRecord:
     original: Any
     new: Any
 
+    @property
+    def where(self) -> str:
+        return f"{self.module.__name__}.{self.name}"
+
     def restore(self) -> bool:
         if vars(self.module).get(self.name, MISSING) is not self.new:
             return False
@@ -80,3 +88,39 @@ class AliasRecord:
 class HookRecord(AliasRecord):
     """A function of torch wrapped by policycompile itself, not by a rule (the process
     group's ``init_process_group`` and ``destroy_process_group``, watched for the ranks)."""
+
+
+@dataclass(eq=False)
+class SlotRecord:
+    """An item of a module-level container (a dict's value, a list's or set's element) that
+    held an original function, pointed at its wrapper: ``where`` says which, as
+    ``mod.TASKS['work']``."""
+
+    where: str
+    container: Any
+    key: Any  # the dict key or list index; for a set, None
+    original: Any
+    new: Any
+
+    def apply(self) -> None:
+        if isinstance(self.container, set):
+            self.container.discard(self.original)
+            self.container.add(self.new)
+        else:
+            self.container[self.key] = self.new
+
+    def restore(self) -> bool:
+        container = self.container
+        if isinstance(container, set):
+            if self.new not in container:
+                return False
+            container.discard(self.new)
+            container.add(self.original)
+            return True
+        try:
+            if container[self.key] is not self.new:
+                return False
+        except (LookupError, TypeError):
+            return False
+        container[self.key] = self.original
+        return True

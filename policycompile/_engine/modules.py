@@ -18,6 +18,7 @@ from .._errors import PolicyError, PolicyTargetError
 from .._policy.patterns import split_name
 from .._policy.policy import Policy
 from .._policy.tree import Rule
+from .containers import Held, in_containers
 from .plan import Plan, decide, patch_info
 from .targets import (
     Kind,
@@ -26,6 +27,7 @@ from .targets import (
     describe,
     inherited_member,
     is_class,
+    is_internal,
     module_targets,
     policy_module_name,
     refuses_setattr,
@@ -47,20 +49,6 @@ class ModulePlan:
     skipped: list[str] = field(default_factory=list)
     # re-exports left for a later pass (``reexports=False``)
     deferred: bool = False
-
-
-#: Modules that implement torch.compile (and policycompile itself): wrapping their functions
-#: would change how Dynamo traces and reads its own flags. Patterns never reach them, and an
-#: exact rule naming something in them is an error.
-INTERNAL = ("torch._dynamo", "torch._inductor", "torch.compiler", "torch._guards", "torch._logging")
-
-
-def is_internal(module: str) -> bool:
-    """Whether ``module`` is part of torch.compile's machinery (see INTERNAL) or of
-    policycompile itself (its examples are ordinary code)."""
-    if module == "policycompile" or module.startswith("policycompile._"):
-        return True
-    return any(module == m or module.startswith(m + ".") for m in INTERNAL)
 
 
 def plan_module(
@@ -138,6 +126,9 @@ class Planned:
     plans: list[Plan]
     problems: list[PolicyError]  # each once, though a module may reach a rule by several paths
     unused: list[Rule]
+    #: module-level container items holding what would be wrapped: ``apply`` points the
+    #: rebindable ones at the wrapper, and reports the others
+    held: list[Held] = field(default_factory=list)
 
 
 def plan_imported(policy: Policy) -> Planned:
@@ -159,6 +150,10 @@ def plan_imported(policy: Policy) -> Planned:
                     seen.add(str(problem))
                     out.problems.append(problem)
     out.unused = [r for r in policy.rules if r not in matched]
+    functions = {
+        id(p.target.raw): p.target.raw for p in out.plans if p.target.kind is Kind.FUNCTION
+    }
+    out.held = list(in_containers([m for _, m in named], functions))
     return out
 
 

@@ -231,3 +231,17 @@ def policy_name_of(name: str, main: types.ModuleType | None = None) -> str:
     module = main if main is not None and name in ("__main__", "__mp_main__") else None
     module = module or sys.modules.get(name)
     return (policy_module_name(module) if module is not None else None) or name
+
+
+#: Modules that implement torch.compile (and policycompile itself): wrapping their functions
+#: would change how Dynamo traces and reads its own flags. Patterns never reach them, and an
+#: exact rule naming something in them is an error.
+INTERNAL = ("torch._dynamo", "torch._inductor", "torch.compiler", "torch._guards", "torch._logging")
+
+
+def is_internal(module: str) -> bool:
+    """Whether ``module`` is part of torch.compile's machinery (see INTERNAL) or of
+    policycompile itself (its examples are ordinary code)."""
+    if module == "policycompile" or module.startswith("policycompile._"):
+        return True
+    return any(module == m or module.startswith(m + ".") for m in INTERNAL)

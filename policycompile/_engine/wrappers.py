@@ -20,6 +20,7 @@ from .._policy.keys import (
     ALLOW,
     CONSTANT,
     DONT_SKIP,
+    NESTED,
     SECTION8_API,
 )
 from .._torch import dynamo as _dynamo
@@ -265,11 +266,12 @@ def _mark(mark: str, fn: Callable[..., Any], func: types.FunctionType) -> Callab
     """``fn`` with one of the tracing marks (docs/policy.md), as the hand decorator gives it.
 
     ``allow_in_graph`` and ``assume_constant_result`` mark the function they are given and
-    return it; given the program's own function, they mark a copy instead (same code,
-    globals, defaults and attributes), which is what the policy stores, so that undo leaves
-    the original unmarked.
+    return it, and ``nested_compile_region`` sets its ``__marked_compile_region_*``
+    attributes on the function it wraps; given the program's own function, they mark a copy
+    instead (same code, globals, defaults and attributes), which is what the policy stores,
+    so that undo leaves the original unmarked.
     """
-    if mark in (ALLOW, CONSTANT) and fn is func:
+    if mark in (ALLOW, CONSTANT, NESTED) and fn is func:
         fn = _copy_function(func)
     module, name = SECTION8_API[mark]
     marked: Callable[..., Any] = getattr(importlib.import_module(module), name)(fn)
@@ -287,10 +289,20 @@ def _copy_function(func: types.FunctionType) -> types.FunctionType:
     return copy
 
 
+#: attributes torch's decorators set on a function to mark it for Dynamo: never copied onto
+#: a wrapper (Dynamo would skip or replace the wrapper itself), nor the policy's own
+_MARKS = ("_torchdynamo", "_dynamo", "__marked_compile_region", "__policycompile__", "__wrapped__")
+
+
 def _keep_identity(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Callable[..., Any]:
-    # updated=(): like the hand decorator, whose wrapper does not carry func.__dict__ (and
-    # copying it could copy Dynamo's marks of an already-compiled function onto the wrapper,
-    # so that Dynamo would skip the wrapper itself).
+    """The wrapper takes the function's name, docstring and the rest, and its ``__dict__``
+    as ``functools.wraps`` copies it (so that markers such as huggingface_hub's strict
+    dataclass ``__is_defined_by_strict_decorator__`` are still found), but torch's marks.
+    torch's own decorators copy no ``__dict__``: the one difference, on purpose
+    (docs/apply.md, "Wrapping order")."""
     functools.update_wrapper(wrapper, func, updated=())
+    own = getattr(func, "__dict__", None)
+    if isinstance(own, dict):
+        vars(wrapper).update((k, v) for k, v in own.items() if not k.startswith(_MARKS))
     wrapper.__wrapped__ = func  # type: ignore[attr-defined]
     return wrapper

@@ -138,6 +138,7 @@ def merge(reports: Sequence[Report], *, ranks: Sequence[int] | None = None) -> R
         patched=_patched(reports),
         warnings=_unique(w for r in reports for w in r.warnings),
         failures=_unique(f for r in reports for f in r.failures),
+        unreached=_unique(u for r in reports for u in r.unreached),
         processes=sum(r.processes for r in reports),
     )
 

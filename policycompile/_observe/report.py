@@ -91,6 +91,10 @@ class Report:
     #: what the observer could not see (a break it failed to attribute, an exchange with
     #: other ranks that failed): under audit, a verdict cannot pass with any of these
     failures: tuple[str, ...] = ()
+    #: module-level places that hold an original function and could not be pointed at its
+    #: wrapper (a tuple, a frozenset, a functools.partial): calls through them are not
+    #: under the policy (docs/apply.md, "What a rule reaches")
+    unreached: tuple[str, ...] = ()
 
     @property
     def violations(self) -> tuple[BreakReport, ...]:
@@ -122,6 +126,7 @@ class Report:
             ],
             "warnings": list(self.warnings),
             "failures": list(self.failures),
+            "unreached": list(self.unreached),
         }
         if self.ranks is not None:
             doc["ranks"] = list(self.ranks)
@@ -162,6 +167,7 @@ class Report:
             ranks=_ranks(doc.get("ranks")),
             processes=doc.get("processes", 1),
             failures=tuple(doc.get("failures", ())),
+            unreached=tuple(doc.get("unreached", ())),
         )
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -180,6 +186,10 @@ class Report:
             lines.append("  unused rules (matched nothing):")
             lines.extend(f"    {r}" for r in self.unused_rules)
         lines.extend(f"  {warning}" for warning in self.warnings)
+        lines.extend(
+            f"  unreached: {where} (calls through it are not under the policy)"
+            for where in self.unreached
+        )
         lines.extend(f"  NOT SEEN: {failure}" for failure in self.failures)
         return "\n".join(lines) + "\n"
 

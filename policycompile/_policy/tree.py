@@ -221,6 +221,9 @@ class RuleTree:
         self.defaults = tuple(defaults)
         self._root = _Node()
         self._cache: dict[tuple[str, frozenset[str]], Resolution] = {}
+        #: name -> matches(name): a name is asked for by the import hook, the plan and the
+        #: resolution in turn (a memo, cleared when it grows large)
+        self._matches: dict[str, dict[Rule, int]] = {}
         self._heads: set[str] = set()  # first segments, literal
         self._head_globs: list[Glob] = []
         for rule in self.rules:
@@ -294,6 +297,14 @@ class RuleTree:
 
     def matches(self, name: str) -> dict[Rule, int]:
         """Every rule matching ``name`` or an ancestor, with the deepest node it matched."""
+        found = self._matches.get(name)
+        if found is None:
+            if len(self._matches) >= 1 << 16:
+                self._matches.clear()
+            found = self._matches[name] = self._match(name)
+        return dict(found)
+
+    def _match(self, name: str) -> dict[Rule, int]:
         segments, module_end = split_name(name)
         found: dict[Rule, int] = {}
         states = self._closure([self._root])

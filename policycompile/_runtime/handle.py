@@ -4,7 +4,6 @@ aliases, reports, and undoes."""
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import types
 import warnings
@@ -13,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .._engine import hook as _hook
-from .._engine.journal import MISSING, AliasRecord, HookRecord, Record
-from .._engine.modules import ModulePlan, is_reexport, plan_module
-from .._engine.plan import Plan
-from .._engine.targets import Kind, module_functions, policy_module_name
+from .._engine.journal import MISSING, AliasRecord, HookRecord, Record, SlotRecord
+from .._engine.modules import ModulePlan, plan_module
+from .._engine.plan import Plan, patch_info
+from .._engine.rewrite import DefiningLoader, rewritable
+from .._engine.targets import is_class, module_functions, policy_module_name
 from .._engine.wrappers import build
 from .._errors import PolicyTargetError, PolicyWarning
 from .._observe.attribution import FunctionIndex
@@ -25,13 +25,13 @@ from .._observe.report import Report
 from .._policy.policy import Policy
 from .._policy.tree import Rule, RuleRef
 from .._torch import catalog
-from .mainmodule import defined_after, running_main_line
+from .mainmodule import unpatched_main
 from .ranks import Ranks, digest
-from .references import unreached
+from .rebind import Rebinding, loaded_modules
 
 log = logging.getLogger("policycompile")
 
-Entry = Record | AliasRecord
+Entry = Record | AliasRecord | SlotRecord
 
 
 class Patched(list[Record]):
@@ -43,7 +43,7 @@ class Patched(list[Record]):
         self.deferred = deferred
 
 
-class PolicyHandle:
+class PolicyHandle(Rebinding):
     """An applied policy. ``undo()`` restores everything; also a context manager."""
 
     def __init__(
@@ -74,8 +74,12 @@ class PolicyHandle:
         self._matched: set[Rule] = set()
         self._said: set[str] = set()  # patterns of rules a missing-target error named
         self._patched_modules: set[str] = set()
+        self._complete: set[str] = set()  # ... and patched whole, once it had executed
         self._watched: list[types.ModuleType] = []
         self.warnings: list[str] = []
+        #: module-level places that hold an original and cannot be rebound (a tuple, a
+        #: frozenset, a functools.partial), as ``mod.NAME[...] holds the original of ...``
+        self.unreached: list[str] = []
         self.finder: _hook.PolicyFinder | None = None
         self.active = True
         self._finished = False
@@ -125,6 +129,7 @@ class PolicyHandle:
             patched=tuple(sorted(counts.items(), key=lambda rn: str(rn[0]))),
             warnings=warnings,
             failures=failures,
+            unreached=tuple(self.unreached),
         )
 
     def record_exception(self, exc: BaseException) -> None:
@@ -156,16 +161,21 @@ class PolicyHandle:
         far as they got, and again when they finish.
         """
         self.observer.install()
+        # The hook first, then the modules imported so far: a module another thread imports
+        # meanwhile is patched by the one or the other (patch_module skips what is ours).
+        self.finder = _hook.PolicyFinder(
+            self.policy.tree.covers_module,
+            self._on_import,
+            self._on_displaced,
+            loader_for=self._loader_for,
+        )
+        self.finder.install()
         covered = [m for m in _modules() if self.covers(m)]
         self._check_main(covered)
         later = [m for m in covered if self._patch_now_or_later(m, reexports=False)]
         self.rebind_aliases(_modules())
         for module in later:
             self._patch_now_or_later(module, reexports=True)
-        self.finder = _hook.PolicyFinder(
-            self.policy.tree.covers_module, self._on_import, self._on_displaced
-        )
-        self.finder.install()
         with self._lock:
             self._journal.extend(self.ranks.install(_modules()))
 
@@ -191,11 +201,36 @@ class PolicyHandle:
             _hook.when_executed(module, self._on_finished)
         return plan.deferred
 
+    def _loader_for(self, loader: Any) -> DefiningLoader | None:
+        """Python's own source loader runs the module rewritten (``_engine/rewrite.py``)."""
+        if not rewritable(loader):
+            return None
+        return DefiningLoader(loader, self._on_import, self._definer)
+
+    def _definer(self, module: types.ModuleType) -> Callable[[str], Callable[[Any], Any]]:
+        """What the rewritten definitions of ``module`` call."""
+        return lambda name: lambda obj: self.define(module, name, obj)
+
+    def define(self, module: types.ModuleType, name: str, obj: Any) -> Any:
+        """A ``def`` or ``class`` statement of ``module`` made ``obj``, to be bound to
+        ``name``: what the statement binds instead, as if the policy's decorators were written
+        innermost on it (the function's wrapper; a class, its methods wrapped in place)."""
+        if not self.active or (
+            not is_class(obj)
+            and not self.policy.tree.matches(f"{policy_module_name(module)}:{name}")
+        ):
+            return obj
+        namespace = vars(module)
+        namespace[name] = obj  # bound a moment early: patch_module patches attributes
+        self.patch_module(module, only=name, partial=True)
+        return namespace[name]
+
     def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
         done = self.patch_module(module)
         # A module imported while this one executed may hold one of its originals (a
         # circular `from this import fn`): point it at the wrapper too.
         self.rebind_aliases(fresh, done)
+        self.adopt_containers([module])
 
     def _on_finished(self, module: types.ModuleType) -> None:
         with self._lock:
@@ -236,7 +271,7 @@ class PolicyHandle:
         """Patch one module, all or nothing. Raises for a missing exact target under strict.
 
         :param only: patch just the object this module attribute names (``policycompile run``
-            patches a ``__main__`` module statement by statement, as its code defines things).
+            patches one definition at a time: :meth:`define`).
         :param partial: the module is still executing: patch what it defined so far, and
             leave missing names to be checked when it finishes.
         :param reexports: see :func:`plan_module`.
@@ -255,6 +290,9 @@ class PolicyHandle:
                 for p in plan.plans:
                     owner, attr = p.target.owner, p.target.attr
                     original = vars(owner).get(attr, MISSING)
+                    ours = patch_info(original)
+                    if ours is not None and ours.name == p.target.name:
+                        continue  # patched meanwhile, by another thread's import
                     new = build(p, self.observer, audit=self.audit)
                     record = Record(p, owner, attr, original, new)
                     try:
@@ -269,7 +307,8 @@ class PolicyHandle:
                 for record in reversed(done):
                     record.restore()
                 raise
-            if plan.module in self._patched_modules:
+            full = only is None and not partial
+            if full and plan.module in self._complete:
                 # importlib.reload re-executes the module: records of its old objects are stale
                 self._journal = [
                     e
@@ -277,6 +316,8 @@ class PolicyHandle:
                     if not isinstance(e, Record) or e.module != plan.module or e.still_ours()
                 ]
             self._patched_modules.add(plan.module)
+            if full:
+                self._complete.add(plan.module)
             self._journal.extend(done)
             for record in done:
                 self._wrappers[id(record.new)] = (record.new, record.original)
@@ -303,101 +344,9 @@ class PolicyHandle:
         warnings.warn(text, PolicyWarning, stacklevel=3)
 
     def _check_main(self, covered: list[types.ModuleType]) -> None:
-        """``apply()`` called from a script's own top-level code (``python app.py``): what
-        the script defines further down cannot be patched, so say it plainly, naming the
-        definitions below the ``apply`` line that the policy reaches."""
-        main = sys.modules.get("__main__")
-        where = running_main_line(main)
-        if main is None or where is None or main not in covered:
-            return
-        name = policy_module_name(main)
-        file, line = where
-        later = [d for d in defined_after(file, line) if self.policy.tree.matches(f"{name}:{d}")]
-        if not later:
-            return
-        hint = (
-            f"apply() was called at {file}:{line}, while {name} (the script, running as "
-            "__main__) was still executing, and a plain `python` run cannot patch what it "
-            "defines later. Call apply() after the definitions, or run the program with "
-            f"`policycompile run {self.policy.path} {file}`, which patches the script's "
-            "functions as it defines them"
-        )
-        for problem in plan_module(self.policy, main, set()).problems:
-            if "names nothing" in problem.message:
-                raise PolicyTargetError(
-                    f"target {problem.rule!r} names nothing yet: {hint}",
-                    problem.position,
-                    rule=problem.rule,
-                )
-        self.warn(f"{name}: {', '.join(later)} not patched: {hint}")
-
-    def rebind_aliases(
-        self, modules: list[types.ModuleType], records: list[Record] | None = None
-    ) -> None:
-        """Point globals of ``modules`` that hold an original function at its wrapper
-        (``from pkg.mod import fn`` before the module was patched).
-
-        Patched names themselves are never rebound, nor is ``__main__`` at apply time: its
-        module-level code may be running a loop over the very names we would rebind.
-
-        :param records: the patches whose originals to look for; all by default.
-        """
-        recs = self.records if records is None else tuple(records)
-        originals: dict[int, Record] = {}
-        # the defining name's wrapper, not a re-export's, when both wrap one original
-        for r in sorted(recs, key=lambda r: is_reexport(r.plan.target)):
-            if r.plan.target.kind is Kind.FUNCTION and r.original is not MISSING:
-                originals.setdefault(id(r.original), r)
-        if not originals:
-            return
-        with self._lock:
-            patched = {(id(e.owner), e.attr) for e in self._journal if isinstance(e, Record)}
-        refused: list[tuple[str, Record, Exception]] = []
-        for module in modules:
-            module_name = vars(module).get("__name__")
-            if module_name == "__main__" or module_name in self.hold:
-                continue
-            for name, value in _items(module):
-                record = originals.get(id(value))
-                if record is None or value is not record.original:
-                    continue
-                if (id(module), name) in patched:
-                    continue
-                with self._lock:
-                    if not self.active:
-                        return
-                    try:
-                        setattr(module, name, record.new)
-                    except Exception as exc:  # whatever a module type's __setattr__ raises
-                        refused.append((f"{module_name}.{name}", record, exc))
-                        continue
-                    self._journal.append(AliasRecord(module, name, value, record.new))
-        if refused:
-            shown = [
-                f"{where} (of {record.plan.target.display}: {type(error).__name__}: {error})"
-                for where, record, error in refused[:5]
-            ]
-            more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
-            self.warn(
-                f"{len(refused)} alias(es) hold an original and refused to be rebound, so calls "
-                f"through them are not under the policy: {'; '.join(shown)}{more}"
-            )
-
-    def unreached_references(self) -> list[str]:
-        """References to patched module-level functions that rebinding could not reach
-        (containers, closures), e.g. ``HANDLERS = [fn]`` taken before apply. A full heap
-        scan: computed on demand (reports, ``plan``), never during apply."""
-        records = self.records
-        originals = [
-            r.original
-            for r in records
-            if r.plan.target.kind is Kind.FUNCTION and r.original is not MISSING
-        ]
-        if not originals:
-            return []
-        with self._lock:
-            journal, pairs = list(self._journal), list(self._wrappers.values())
-        return unreached(originals, journal, pairs, _modules())
+        said = unpatched_main(self.policy, covered)
+        if said is not None:
+            self.warn(said)
 
     # -- undoing
     def undo(self) -> None:
@@ -433,44 +382,8 @@ class PolicyHandle:
             self._finished = True
         self._on_undone(self)
 
-    def _sweep(self) -> None:
-        """Put originals back into globals that still hold one of our function wrappers."""
-        wrappers = self._wrappers
-        if not wrappers:
-            return
-
-        def original(value: Any) -> Any:
-            seen: set[int] = set()  # a wrapper is never its own original; guard all the same
-            while (
-                id(value) in wrappers and wrappers[id(value)][0] is value and id(value) not in seen
-            ):
-                seen.add(id(value))
-                value = wrappers[id(value)][1]
-            return value
-
-        for module in _modules():
-            for name, value in _items(module):
-                if id(value) in wrappers and wrappers[id(value)][0] is value:
-                    restored = original(value)
-                    if restored is not MISSING:
-                        try:
-                            setattr(module, name, restored)
-                        except Exception as exc:  # whatever its __setattr__ raises: say so
-                            warnings.warn(
-                                f"{vars(module).get('__name__')}.{name} still holds the "
-                                f"policy's wrapper: putting the original back raised "
-                                f"{type(exc).__name__}: {exc}",
-                                PolicyWarning,
-                                stacklevel=3,
-                            )
-        self._wrappers = {}
-
     def _left_alone(self, entry: Entry) -> None:
-        if isinstance(entry, AliasRecord):
-            name = f"{entry.module.__name__}.{entry.name}"
-        else:
-            name = entry.plan.target.display
-        text = f"{name} no longer holds the policy's wrapper (replaced since); left as it is"
+        text = f"{entry.where} no longer holds the policy's wrapper (replaced since); left as it is"
         warnings.warn(text, PolicyWarning, stacklevel=3)
 
     def __enter__(self) -> PolicyHandle:
@@ -484,13 +397,4 @@ class PolicyHandle:
         return f"<PolicyHandle {self.policy.path!r} {state}, {len(self.records)} patched>"
 
 
-def _modules() -> list[types.ModuleType]:
-    """The modules imported so far (entries of ``sys.modules`` that are modules)."""
-    return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
-
-
-def _items(module: types.ModuleType) -> list[tuple[str, Any]]:
-    try:
-        return list(vars(module).items())
-    except TypeError:
-        return []
+_modules = loaded_modules

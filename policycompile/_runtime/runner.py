@@ -1,9 +1,9 @@
 """Running a program the way ``python SCRIPT`` / ``python -m MODULE`` would, with the policy
-applied first and the main module's own functions patched as its code defines them."""
+applied first and the main module's own functions patched as its code defines them: the
+same innermost decorator as every module imported under the policy (``_engine/rewrite.py``)."""
 
 from __future__ import annotations
 
-import ast
 import importlib.machinery
 import importlib.util
 import os
@@ -11,25 +11,9 @@ import sys
 import traceback
 import types
 from collections.abc import Callable, Sequence
+from typing import Any
 
-HOOK = "__policycompile_defined__"
-
-
-def _instrument(source: str, filename: str) -> types.CodeType:
-    """The module's code with a call to the patch hook after each top-level def and class,
-    so that what the program calls (``main()`` at the bottom) is already wrapped."""
-    tree = ast.parse(source, filename)
-    body: list[ast.stmt] = []
-    for stmt in tree.body:
-        body.append(stmt)
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            call = ast.Expr(ast.Call(ast.Name(HOOK, ast.Load()), [ast.Constant(stmt.name)], []))
-            ast.copy_location(call, stmt)
-            call.lineno = call.end_lineno = stmt.end_lineno or stmt.lineno
-            body.append(call)
-    tree.body = body
-    ast.fix_missing_locations(tree)
-    return compile(tree, filename, "exec", dont_inherit=True)
+from .._engine.rewrite import DEFINE, instrument
 
 
 def _main_spec(target: str, as_module: bool) -> importlib.machinery.ModuleSpec:
@@ -57,13 +41,15 @@ def run_main(
     args: Sequence[str],
     *,
     as_module: bool,
-    on_defined: Callable[[types.ModuleType, str], object],
+    on_defined: Callable[[types.ModuleType, str, Any], Any],
     on_error: Callable[[BaseException], object],
     quiet: tuple[type[BaseException], ...] = (),
 ) -> int:
     """Run the program and return its exit status, as the interpreter would.
 
-    :param on_defined: called with the main module and a name after each top-level def/class.
+    :param on_defined: called with the main module, a name and the object a top-level
+        ``def`` or ``class`` made, before the statement binds the name; it returns what the
+        statement binds (the innermost decorator).
     :param on_error: sees the exception a failing program raised, before it is printed.
     :param quiet: exceptions printed as their message alone, without a traceback (the
         policy's own errors, raised through the program: they say where the problem is).
@@ -79,13 +65,13 @@ def run_main(
         if source is None:
             raise ModuleNotFoundError(f"no source for {target!r}")
         filename = spec.origin or target
-        code = _instrument(source, filename)
+        code = instrument(source, filename)
         module = types.ModuleType("__main__")
         module.__file__ = filename
         module.__spec__ = spec
         module.__loader__ = loader
         module.__package__ = spec.parent if as_module else None
-        module.__dict__[HOOK] = lambda name: on_defined(module, name)
+        module.__dict__[DEFINE] = lambda name: lambda obj: on_defined(module, name, obj)
         saved_main, saved_argv = sys.modules.get("__main__"), sys.argv
         sys.modules["__main__"] = module
         sys.argv = [filename, *args]

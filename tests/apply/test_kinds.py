@@ -347,6 +347,7 @@ def test_alias_is_rebound_and_restored(modules: Modules) -> None:
         from {lib} import inner
         from {lib} import inner as renamed
         holder = [inner]
+        frozen = (inner,)
 
         @torch.compile(backend={BACKEND!r})
         def fn(x):
@@ -365,9 +366,16 @@ def test_alias_is_rebound_and_restored(modules: Modules) -> None:
             (app, "renamed"),
         }
         assert outcome(lambda: appmod.fn(torch.ones(3))).error == "Unsupported"
-        # a list is out of reach of rebinding: reported, not silently ignored
-        assert any("held by a list" in u for u in handle.unreached_references())
+        # a module-level list is rebound one level deep, as a decorator at the definition
+        # would have had it; a tuple cannot change in place: reported, by where it is
+        assert appmod.holder[0] is libmod.inner
+        assert handle.unreached == [f"{app}.frozen[0] holds the original of {lib}.inner"]
+        assert handle.report().unreached == (handle.unreached[0],)
+        assert f"unreached: {app}.frozen[0] holds" in handle.report().text()
+        assert handle.report().to_dict()["unreached"] == handle.unreached
+        assert any("held by a tuple" in u for u in handle.unreached_references())
     assert appmod.inner is original and appmod.renamed is original and libmod.inner is original
+    assert appmod.holder[0] is original
 
 
 def test_already_compiled_in_source_gets_no_second_compile(modules: Modules) -> None:

@@ -22,6 +22,7 @@ import pytest
 import torch._dynamo.utils
 
 import policycompile as pc
+from policycompile._engine.hook import PolicyFinder
 
 from ..conftest import python
 from .conftest import Modules, apply
@@ -192,16 +193,25 @@ class FrontFinder(importlib.abc.MetaPathFinder):
 def test_a_finder_inserted_in_front_after_apply_does_not_bypass_patching(
     modules: Modules,
 ) -> None:
+    """``sys.meta_path`` stays the list it is, so a finder inserted in front of the policy's
+    answers first for what it finds; the module it loaded is patched (after it ran) at the
+    next import that reaches the policy's finder, which moves back in front."""
     name = modules.write(modules.name("front"), PROBE)
+    later = modules.write(modules.name("later"), "")
+    meta_path = sys.meta_path
     with apply(modules.policy(eogb(f"{name}.probe"))):
+        assert sys.meta_path is meta_path
         front = FrontFinder(name)
         sys.meta_path.insert(0, front)
         try:
             mod = importlib.import_module(name)
+            assert front.loaded == [name]  # its loader ran
+            importlib.import_module(later)
         finally:
             sys.meta_path.remove(front)
-        assert front.loaded == [name]  # its loader ran
+        assert isinstance(sys.meta_path[0], PolicyFinder)
         assert mod.probe() is True  # and the module was patched all the same
+    assert sys.meta_path is meta_path
 
 
 def test_aliases_taken_after_apply_are_restored_by_undo(modules: Modules) -> None:

@@ -66,3 +66,41 @@ def test_plan_unknown_module_is_a_usage_error(
     policy = modules.policy("version: 1\ntargets:\n  x.y: {disable: true}\n")
     assert main(["plan", str(policy), "--import", "no_such_module_xyz"], out=io.StringIO()) == 2
     assert "cannot import no_such_module_xyz" in capsys.readouterr().err
+
+
+def test_plan_names_every_module_level_place_that_holds_an_original(modules: Modules) -> None:
+    """What apply would point at the wrapper (a dict's value, a list's item), and what it
+    could not (a tuple, a partial, a default argument), each by where it is."""
+    name = modules.write(
+        modules.name("held"),
+        """
+        import functools
+        def work(x):
+            return x
+        def other(x):
+            return x
+        TASKS = {"work": work, "other": other}
+        HANDLERS = [other, work]
+        FROZEN = (work,)
+        PARTIAL = functools.partial(work)
+        def run(x, fn=work):
+            return fn(x)
+        """,
+    )
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.work: {{disable: true}}\n")
+    out = io.StringIO()
+    assert main(["plan", str(policy), "--import", name, "--json"], out=out) == 0
+    doc = json.loads(out.getvalue())
+    held = f"holds the original of {name}.work"
+    assert doc["rebound"] == [f"{name}.TASKS['work'] {held}", f"{name}.HANDLERS[1] {held}"]
+    assert sorted(doc["unreached"]) == sorted(
+        [
+            f"{name}.FROZEN[0] {held}",
+            f"{name}.PARTIAL (a functools.partial) {held}",
+            f"the default fn= of {name}.run {held}",
+        ]
+    )
+    text = io.StringIO()
+    assert main(["plan", str(policy), "--import", name], out=text) == 0
+    assert f"unreached: {name}.FROZEN[0] {held}: calls through it" in text.getvalue()
+    assert patch_info(sys.modules[name].TASKS["work"]) is None  # plan changes nothing

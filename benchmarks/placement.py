@@ -1,0 +1,129 @@
+"""The cost of definition-time placement (docs/apply.md, "Where the wrapper sits"): importing
+15 transformers modeling modules under a broad rule (``transformers.**``), with the cache of
+rewritten code empty (cold) and filled (warm), against the plain import, and against the same
+policy applied after the import (the modules patched once they ran, no rewrite). Fresh
+processes, interleaved; the bytecode of everything else is cached in a prefix of the run's
+own, filled before measuring, so the plain import reads cached bytecode as installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks._harness import Timing
+
+MODELS = (
+    "bert",
+    "gpt2",
+    "t5",
+    "llama",
+    "mistral",
+    "mixtral",
+    "gemma",
+    "gemma2",
+    "qwen2",
+    "phi",
+    "whisper",
+    "vit",
+    "roberta",
+    "bart",
+    "opt",
+)
+MODULES = [f"transformers.models.{m}.modeling_{m}" for m in MODELS]
+RUNS = 5
+
+PROBE = """
+import importlib, json, sys, time
+import torch, torch._dynamo, transformers  # the same for every mode: out of the figure
+import policycompile
+mode, policy = sys.argv[1], sys.argv[2]
+handle = policycompile.apply(policy) if mode == "before" else None
+start = time.perf_counter()
+for name in {modules!r}:
+    importlib.import_module(name)
+imported = time.perf_counter() - start
+if mode == "after":
+    handle = policycompile.apply(policy)
+total = time.perf_counter() - start
+print(json.dumps({{"import": imported, "total": total,
+                  "patched": len(handle.records) if handle else 0}}))
+"""
+
+
+def _once(env: dict[str, str], mode: str, policy: Path) -> dict[str, float]:
+    code = PROBE.format(modules=MODULES)
+    done = subprocess.run(
+        [sys.executable, "-c", code, mode, str(policy)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _forget_rewrites(prefix: Path) -> int:
+    """Remove the cached rewrites (os.walk: glob's ``**`` skips hidden folders, ``.venv``)."""
+    removed = 0
+    for folder, _, files in os.walk(prefix):
+        for name in files:
+            if ".policycompile-" in name:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+    return removed
+
+
+def run() -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp) / "p.yaml"
+        policy.write_text("version: 1\ntargets:\n  transformers.**: {error_on_graph_break: true}\n")
+        prefix = Path(tmp) / "pycache"
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env |= {"PYTHONPYCACHEPREFIX": str(prefix), "HF_HUB_OFFLINE": "1"}
+        _once(env, "plain", policy)  # fills the bytecode cache of everything
+        times: dict[str, list[float]] = {"plain": [], "cold": [], "warm": [], "after": []}
+        patched = 0.0
+        for _ in range(RUNS):  # interleaved, so that the machine's load falls on all
+            times["plain"].append(_once(env, "plain", policy)["import"])
+            assert _forget_rewrites(prefix) or not times["cold"], "no cached rewrite found"
+            times["cold"].append(_once(env, "before", policy)["import"])
+            warm = _once(env, "before", policy)
+            times["warm"].append(warm["import"])
+            patched = warm["patched"]
+            times["after"].append(_once(env, "after", policy)["total"])
+    out: dict[str, object] = {
+        k: Timing(statistics.median(v), min(v), max(v)) for k, v in times.items()
+    }
+    plain = statistics.median(times["plain"])
+    out["warm_ratio"] = statistics.median(times["warm"]) / plain
+    out["cold_ratio"] = statistics.median(times["cold"]) / plain
+    out["after_ratio"] = statistics.median(times["after"]) / plain
+    out["patched"] = patched
+    return out
+
+
+def report(results: dict[str, object]) -> str:
+    def t(key: str) -> str:
+        timing = results[key]
+        assert isinstance(timing, Timing)
+        return timing.fmt("s", 1)
+
+    return "\n".join(
+        [
+            f"Import of {len(MODULES)} transformers modeling modules, rule transformers.** "
+            f"({results['patched']:.0f} objects wrapped; {RUNS} fresh processes each):",
+            f"  plain import, no policy:             {t('plain')}",
+            f"  apply, then import, cache cold:      {t('cold')}",
+            f"  apply, then import, cache warm:      {t('warm')}",
+            f"  import, then apply (no rewrite):     {t('after')}",
+            f"  warm / plain: {results['warm_ratio']:.2f} (goal <= 1.10); "
+            f"cold / plain: {results['cold_ratio']:.2f}; "
+            f"after / plain: {results['after_ratio']:.2f}",
+        ]
+    )

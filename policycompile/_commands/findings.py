@@ -11,7 +11,7 @@ import sys
 import sysconfig
 import types
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +41,14 @@ class Findings:
     command: str  # the run, as the user gave it: "policycompile suggest train.py ARGS"
     breaks: list[tuple[str | None, BreakReport]]  # (the rule's name, the break)
     own_modules: list[str]  # the program's own modules whose code Dynamo traced
-    #: compile entry -> repeated module class -> its instances' paths ("" for a frame's own)
+    #: compile entry -> repeated layer class -> its instances' paths ("" for a frame's own):
+    #: the regional candidates (:func:`layers`)
     instances: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     sites: dict[str, str] = field(default_factory=dict)  # program entry -> torch.compile site
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # program entry -> options
     base_entries: set[str] = field(default_factory=set)  # regions that are policy entries
+    #: compile entry -> the outermost repeated classes (``T5Stack`` around ``T5Block``)
+    outermost: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def by_rule(self) -> dict[str, list[BreakReport]]:
         """Breaks grouped by the name their rule goes on."""
@@ -94,30 +97,69 @@ def collect(
             if name is not None and _NAMEABLE.match(name)
         }
     )
-    instances = {region: _repeated(traced.instances(region), main) for region in traced.seen}
+    layers, outer = {}, {}
+    for region in traced.seen:
+        classes = traced.instances(region)
+        layers[region] = _named(layers_of(classes), main)
+        outer[region] = _named(_outermost(classes), main)
     with observer.lock:
         base = set(observer.regions) - set(sites)  # the policy's own compile entries
-    return Findings(report, command, breaks, own, instances, dict(sites), dict(options), base)
+    return Findings(
+        report, command, breaks, own, layers, dict(sites), dict(options), base, outermost=outer
+    )
 
 
-def _repeated(
-    classes: Mapping[type, Sequence[str]], main: types.ModuleType | None
-) -> dict[str, list[str]]:
-    """Class name -> the paths of its instances, for classes with at least
-    :data:`MIN_INSTANCES` instances, not torch's own (``Linear``), and none of them inside
-    an instance of another such class (a layer's norm or MLP: the layer is the region)."""
-    repeated = {
+def _candidates(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]]:
+    """Classes with at least :data:`MIN_INSTANCES` instances, not torch's own (``Linear``)."""
+    return {
         cls: paths
         for cls, paths in classes.items()
         if len(paths) >= MIN_INSTANCES and not cls.__module__.startswith("torch.")
     }
+
+
+def _inside(paths: Sequence[str], others: Iterable[str]) -> bool:
+    outer = [o for o in others if o]
+    return any(p.startswith(o + ".") for p in paths for o in outer)
+
+
+def _outermost(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]]:
+    """The repeated classes none of whose instances is inside an instance of another."""
+    repeated = _candidates(classes)
+    return {
+        cls: paths
+        for cls, paths in repeated.items()
+        if not _inside(paths, [p for other, ps in repeated.items() if other is not cls for p in ps])
+    }
+
+
+def layers_of(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]]:
+    """The repeated layers: classes whose instances are items of a container (their paths end
+    in an index, ``encoder.block.3``) and not inside an instance of another such class;
+    ``T5Block``, not ``T5Stack`` (the encoder and the decoder) around it nor ``T5LayerFF``
+    inside it; both ``WhisperEncoderLayer`` and ``WhisperDecoderLayer``. A model without
+    such containers has its outermost repeated classes as layers."""
+    indexed = {
+        cls: paths
+        for cls, paths in _candidates(classes).items()
+        if all(p.rsplit(".", 1)[-1].isdigit() for p in paths)
+    }
+    found = {
+        cls: paths
+        for cls, paths in indexed.items()
+        if not _inside(paths, [p for other, ps in indexed.items() if other is not cls for p in ps])
+    }
+    return found or _outermost(classes)
+
+
+def _named(
+    classes: Mapping[type, Sequence[str]], main: types.ModuleType | None
+) -> dict[str, list[str]]:
+    """Each class by its rule name (a class made in a function, ``<locals>``, has none)."""
     out = {}
-    for cls, paths in repeated.items():
-        outer = [p for other, ps in repeated.items() if other is not cls for p in ps]
-        if any(any(p.startswith(o + ".") for o in outer if o) for p in paths):
-            continue
+    for cls, paths in classes.items():
         name = f"{policy_name_of(cls.__module__, main)}.{cls.__qualname__}"
-        if _NAMEABLE.match(name):  # a class made in a function (<locals>) has no rule name
+        if _NAMEABLE.match(name):
             out[name] = sorted(paths, key=_path_key)
     return dict(sorted(out.items()))
 

@@ -216,7 +216,10 @@ def suggest(findings: Findings, *, out: str | None, base: str | None = None) -> 
             profiles,
             "regional",
             f"{MARK} regional compilation: each repeated layer compiles once and its instances "
-            "reuse the code (docs/regional.md)",
+            "reuse the code (docs/regional.md)\n"
+            "  not measured: this run compiled the entries whole, and a layer compiled as an "
+            "entry\n  of its own may meet graph breaks this run could not see; measure it "
+            "with\n  `policycompile tune` before you use it (docs/tune.md)",
             2,
         )
     if not findings.own_modules and not by_rule:

@@ -65,6 +65,30 @@ def internal_dirs() -> tuple[str, ...]:
 
 
 @functools.cache
+def stdlib_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The standard library's folders, and the package folders that may lie inside them
+    (``lib/python3.11/site-packages`` outside a virtual environment): a frame in the first
+    and not in the second is the standard library's, where no rule goes (``contextlib``)."""
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    std = {paths[k] for k in ("stdlib", "platstdlib") if paths.get(k)}
+    packages = {paths[k] for k in ("purelib", "platlib") if paths.get(k)}
+    packages |= {*site.getsitepackages(), site.getusersitepackages()}
+    return (
+        tuple(os.path.join(d, "") for d in sorted(std)),
+        tuple(os.path.join(d, "") for d in sorted(packages)),
+    )
+
+
+def is_stdlib(file: str) -> bool:
+    """Whether ``file`` is in the standard library (not an installed package)."""
+    std, packages = stdlib_dirs()
+    return file.startswith(std) and not file.startswith(packages)
+
+
+@functools.cache
 def examples_dir() -> str:
     """policycompile's bundled example programs: user code, although inside the package."""
     return os.path.join(_PACKAGE_DIR, "examples") + os.sep

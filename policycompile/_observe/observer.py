@@ -35,6 +35,7 @@ from .attribution import (
     eager_frames,
     examples_dir,
     internal_dirs,
+    is_stdlib,
     outer_frames,
     settings_at,
     without_prefix,
@@ -464,10 +465,15 @@ class Observer:
 
     def _named(self, frames: list[Frame], around: Any) -> str | None:
         """The innermost of ``frames`` in a function a rule can name: one the index knows
-        by its qualified name (not a closure or lambda), outside torch and policycompile."""
+        by its qualified name (not a closure or lambda), outside torch, policycompile and the
+        standard library (a rule on ``contextlib`` would patch every context manager of the
+        process, and a wrapper there adds a graph break of its own): the nearest frame of the
+        program's own code, or of the library the break is in."""
         skip = internal_dirs()
         for frame in reversed(frames):
             if frame.file.startswith(skip) and not frame.file.startswith(examples_dir()):
+                continue
+            if is_stdlib(frame.file):
                 continue
             if self.index.code_of(frame) is not None:
                 return self.index.name_of(frame, around)

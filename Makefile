@@ -39,7 +39,7 @@ test: $(STAMP) tools/node_modules/.package-lock.json
 TORCH_TESTS := tests/apply/test_dynamo_private.py tests/apply/test_seed.py \
 	tests/apply/test_audit.py tests/apply/test_section8.py tests/apply/test_section8_rules.py \
 	tests/apply/test_report.py tests/apply/test_no_failure_hidden.py tests/apply/test_suggest.py \
-	tests/test_merge.py tests/test_load.py tests/test_cli.py
+	tests/apply/test_definition.py tests/test_merge.py tests/test_load.py tests/test_cli.py
 TORCH_VENV = .venv-torch-$(V)
 
 test-torch:

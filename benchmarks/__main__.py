@@ -22,6 +22,7 @@ from benchmarks import (
     resolver,
     startup,
     suggest,
+    tune,
 )
 from benchmarks._harness import Timing
 
@@ -37,6 +38,7 @@ BENCHES = {
     "suggest": suggest,
     "startup": startup,
     "placement": placement,
+    "tune": tune,
 }
 
 

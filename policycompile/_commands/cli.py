@@ -17,6 +17,7 @@ from .._policy.validate import validate_file
 from .program import EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_USAGE, run_command
 from .show import explain_json, explain_text, plan_json, plan_text, tree_text
 from .suggesting import SUGGEST_OUT, suggest_command
+from .tune import tune_command
 
 if TYPE_CHECKING:
     pass
@@ -102,6 +103,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rank-check", action="store_true")
     p.add_argument("-m", dest="module", default=None, metavar="MODULE")
 
+    p = sub.add_parser(
+        "tune",
+        help="measure compile strategies for the policy's outer entry in fresh processes, "
+        "and write the best",
+        usage="policycompile tune FILE [--profile P] [--goal cold|steady|memory] "
+        "[--budget SECONDS] [-o OUT | --update] [--json] (-m MODULE | SCRIPT) [ARGS...]",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--goal", default="cold", help="cold (default), steady or memory")
+    p.add_argument("--budget", type=float, default=1800.0, metavar="SECONDS", help="default 1800")
+    p.add_argument("-o", dest="out", default=None, metavar="OUT", help="write the tuned policy")
+    p.add_argument("--update", action="store_true", help="write the tuned policy to FILE")
+    p.add_argument("--json", action="store_true", help="the measurements as JSON")
+    p.add_argument("-m", dest="module", default=None, metavar="MODULE")
+
     sub.add_parser("schema", help="print the JSON Schema of policy files")
     return parser
 
@@ -111,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 _PROGRAM_COMMANDS = {
     "run": (("--profile", "--report-json"), 1),
     "suggest": (("-o", "--base", "--update", "--report-json"), 0),
+    "tune": (("--profile", "--goal", "--budget", "-o"), 1),
 }
 
 
@@ -147,7 +165,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     argv = list(sys.argv[1:] if argv is None else argv)
     program: str | None = None
     program_args: list[str] = []
-    if argv[:1] in (["run"], ["suggest"]):
+    if argv[:1] in (["run"], ["suggest"], ["tune"]):
         ours, program, program_args = _split_run(argv[1:], argv[0])
         argv = [argv[0], *ours]
     try:
@@ -248,6 +266,7 @@ _COMMANDS = {
     "plan": _plan,
     "run": run_command,
     "suggest": suggest_command,
+    "tune": tune_command,
     "tree": _tree,
     "schema": _schema,
 }

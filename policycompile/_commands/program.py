@@ -24,6 +24,7 @@ from .._runtime.handle import PolicyHandle
 from .._runtime.runner import run_main
 from .._runtime.startup import adopt_forks, forget_forks
 from . import files
+from .tuning import install_from_env
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_VIOLATIONS = 0, 1, 2, 3, 4
 
@@ -172,6 +173,7 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
             print(f"policycompile run: {refused}", file=sys.stderr)
             return EXIT_USAGE
     handle = apply(policy, audit=args.audit, rank_check=not args.no_rank_check)
+    install_from_env(handle)  # a candidate of `policycompile tune`
 
     def conclude(outcome: Outcome) -> int:
         print_report(outcome.report, args)

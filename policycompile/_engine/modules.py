@@ -300,6 +300,8 @@ def _lookup(module: types.ModuleType, name: str, rest: tuple[str, ...], rule: Ru
                 f"name what it defines as {real}.{tail}",
             )
 
+        if last and _placed_under(raw, f"{name}:{'.'.join(path)}"):
+            return []  # wrapped at its definition, under a decorator written over it
         found = unwrap(raw)
         if found is None:
             raise _cannot(rule, f"{where} is {describe(raw)}")
@@ -315,6 +317,20 @@ def _lookup(module: types.ModuleType, name: str, rest: tuple[str, ...], rule: Ru
         qual = ".".join(path)
         return [Target(f"{name}:{qual}", owner, seg, raw, func, kind, name)]
     return []
+
+
+def _placed_under(raw: Any, name: str) -> bool:
+    """Whether ``raw`` (``functools.lru_cache``'s object, another decorator's) wraps, through
+    ``__wrapped__``, the policy's wrapper for ``name``, placed at the definition."""
+    seen = 0
+    inner = getattr(raw, "__wrapped__", None) if not isinstance(raw, types.FunctionType) else None
+    while inner is not None and seen < 16:
+        info = patch_info(inner)
+        if info is not None:
+            return bool(info.name == name)
+        inner = getattr(inner, "__wrapped__", None)
+        seen += 1
+    return False
 
 
 def _mro_get(cls: type, attr: str) -> Any:

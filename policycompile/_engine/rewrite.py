@@ -20,6 +20,7 @@ the cost of rewriting is paid once per version of the source.
 
 from __future__ import annotations
 
+import _imp
 import _thread
 import ast
 import contextlib
@@ -38,7 +39,7 @@ from .hook import ChainedLoader
 #: the name the rewritten code calls; bound in the module's namespace while it executes
 DEFINE = "__policycompile_define__"
 #: bumped whenever the rewrite changes: older cached files are not read
-VERSION = 2
+VERSION = 3
 _HEADER = struct.Struct("<4sIQQ")  # Python's magic, VERSION, source size, source mtime_ns
 
 Definer = Callable[[str], Callable[[Any], Any]]
@@ -46,9 +47,11 @@ Definer = Callable[[str], Callable[[Any], Any]]
 
 #: decorators that compile, trace or script the function from its code (``torch.compile``,
 #: ``torch.compiler.disable``, ``torch.jit.script``, ``triton.jit``, numba's ``njit``,
-#: ``torch.library.custom_op``...), by the last name of the decorator (or of what is called):
-#: a wrapper beneath them would hide the code they read, so a definition carrying one is
-#: patched where its name holds the result, once the module ran (docs/apply.md)
+#: ``torch.library.custom_op``...), by the last name of the decorator (or of what is called),
+#: written bare (``@compile``) or under one of :data:`ROOTS` (``@torch.jit.script``, not
+#: sentry's ``@sentry_sdk.trace``): a wrapper beneath them would hide the code they read, so
+#: a definition carrying one is patched where its name holds the result, once the module ran
+#: (docs/apply.md)
 CONSUMERS = frozenset(
     {
         "compile",
@@ -66,23 +69,47 @@ CONSUMERS = frozenset(
         "triton_op",
     }
 )
+ROOTS = frozenset({"torch", "triton", "tl", "numba", "nb"})
+#: decorators under which no wrapper goes at the definition: ``typing.overload`` stubs
+#: (typing's registry of overloads keys them by their code, which a wrapper would share)
+NEVER = frozenset({"overload"})
 
 
-def _last_name(expr: ast.expr) -> str | None:
+def _names(expr: ast.expr) -> list[str]:
+    """``torch.jit.script`` -> ["torch", "jit", "script"]; a call's callee likewise."""
     if isinstance(expr, ast.Call):
         expr = expr.func
-    if isinstance(expr, ast.Attribute):
-        return expr.attr
-    return expr.id if isinstance(expr, ast.Name) else None
+    names: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        names.insert(0, expr.attr)
+        expr = expr.value
+    if isinstance(expr, ast.Name):
+        names.insert(0, expr.id)
+    return names
+
+
+def _consumes(decorator: ast.expr) -> bool:
+    names = _names(decorator)
+    if not names:
+        return False
+    last = names[-1]
+    if last in NEVER:
+        return True
+    return last in CONSUMERS and (len(names) == 1 or names[0] in ROOTS)
 
 
 class _Decorate(ast.NodeTransformer):
     """Adds the innermost decorator to each ``def`` and ``class`` the module's own top-level
     code runs (also inside ``if``, ``try``, ``with`` and loops at module level), never to
-    what a function or class body defines, nor under a decorator in :data:`CONSUMERS`."""
+    what a function or class body defines, nor under a decorator in :data:`CONSUMERS` or
+    :data:`NEVER`. A class under a decorator of its own is left to the pass after the module
+    ran: the decorator may make another class (``@dataclass(slots=True)``, attrs), and undo
+    must find the wrappers on the class the module holds."""
 
     def _decorate(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> Any:
-        if any(_last_name(d) in CONSUMERS for d in node.decorator_list):
+        if any(_consumes(d) for d in node.decorator_list):
+            return node
+        if isinstance(node, ast.ClassDef) and node.decorator_list:
             return node
         at = node  # every new node at the statement's place (no fix_missing_locations pass)
         name = ast.copy_location(ast.Name(DEFINE, ast.Load()), at)
@@ -124,7 +151,7 @@ def _read_cached(path: str, size: int, mtime_ns: int) -> types.CodeType | None:
         return None
     try:
         code = marshal.loads(data[_HEADER.size :])
-    except (EOFError, ValueError, TypeError):
+    except Exception:  # whatever a damaged file makes marshal raise (SystemError too)
         return None
     return code if isinstance(code, types.CodeType) else None
 
@@ -152,6 +179,11 @@ def code_for(source_path: str, read: Callable[[str], bytes]) -> types.CodeType:
     if cached is not None:
         code = _read_cached(cached, st.st_size, st.st_mtime_ns)
         if code is not None:
+            # a project copied or moved keeps its times: the code names the file it is
+            # read for, as Python's own loader makes it
+            fix = getattr(_imp, "_fix_co_filename", None)
+            if fix is not None:
+                fix(code, source_path)
             return code
     code = instrument(read(source_path), source_path)
     if cached is not None and not sys.dont_write_bytecode:

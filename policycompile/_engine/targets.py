@@ -120,9 +120,11 @@ def module_targets(
     name = policy_module_name(module)
     if name is None:
         return
-    items = list(vars(module).items())
-    if only is not None:
-        items = [(k, v) for k, v in items if k == only]
+    namespace = vars(module)
+    if only is not None:  # one definition: never a walk over the whole namespace
+        items = [(only, namespace[only])] if only in namespace else []
+    else:
+        items = list(namespace.items())
     for attr, raw in items:
         if type(raw) is types.FunctionType:
             if raw.__module__ == real and raw.__qualname__ == attr:

@@ -81,6 +81,10 @@ class PolicyHandle(Rebinding):
         #: frozenset, a functools.partial), as ``mod.NAME[...] holds the original of ...``
         self.unreached: list[str] = []
         self.finder: _hook.PolicyFinder | None = None
+        #: called with (module, name, object) as a definition is bound (what it returns is
+        #: bound instead), and (module, None, None) once a covered module was imported and
+        #: patched: ``policycompile tune`` times its entry through this
+        self.watchers: list[Callable[[types.ModuleType, str | None, Any], Any]] = []
         self.active = True
         self._finished = False
 
@@ -215,22 +219,34 @@ class PolicyHandle(Rebinding):
         """A ``def`` or ``class`` statement of ``module`` made ``obj``, to be bound to
         ``name``: what the statement binds instead, as if the policy's decorators were written
         innermost on it (the function's wrapper; a class, its methods wrapped in place)."""
-        if not self.active or (
-            not is_class(obj)
-            and not self.policy.tree.matches(f"{policy_module_name(module)}:{name}")
+        if self.active and (
+            is_class(obj) or self.policy.tree.matches(f"{policy_module_name(module)}:{name}")
         ):
-            return obj
-        namespace = vars(module)
-        namespace[name] = obj  # bound a moment early: patch_module patches attributes
-        self.patch_module(module, only=name, partial=True)
-        return namespace[name]
+            namespace = vars(module)
+            before = namespace.get(name, MISSING)
+            namespace[name] = obj  # bound while patch_module patches it, then as it was:
+            try:  # a decorator above may look up the name's previous definition
+                self.patch_module(module, only=name, partial=True)
+            finally:
+                obj = namespace[name]
+                if before is MISSING:
+                    del namespace[name]
+                else:
+                    namespace[name] = before
+        for watch in self.watchers:
+            obj = watch(module, name, obj)
+        return obj
 
     def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
         done = self.patch_module(module)
-        # A module imported while this one executed may hold one of its originals (a
-        # circular `from this import fn`): point it at the wrapper too.
-        self.rebind_aliases(fresh, done)
+        # What this import patched once the module had run (``fn = make()``, a definition
+        # under a decorator the rewrite leaves alone) may be held by the module's own
+        # containers, or by a module imported while it ran (a circular `from this import
+        # fn`): point them at the wrapper too.
+        self.rebind_aliases([module, *fresh], done)
         self.adopt_containers([module])
+        for watch in self.watchers:
+            watch(module, None, None)
 
     def _on_finished(self, module: types.ModuleType) -> None:
         with self._lock:
@@ -383,6 +399,8 @@ class PolicyHandle(Rebinding):
         self._on_undone(self)
 
     def _left_alone(self, entry: Entry) -> None:
+        if isinstance(entry, Record) and _holds_inside(entry):
+            return  # placed at the definition, under a decorator written over it: it stays
         text = f"{entry.where} no longer holds the policy's wrapper (replaced since); left as it is"
         warnings.warn(text, PolicyWarning, stacklevel=3)
 
@@ -398,3 +416,17 @@ class PolicyHandle(Rebinding):
 
 
 _modules = loaded_modules
+
+
+def _holds_inside(record: Record) -> bool:
+    """Whether the attribute holds another decorator's object around the policy's wrapper
+    (``functools.lru_cache`` over a definition wrapped where it was written, docs/apply.md):
+    the wrapper stays there, as a hand decorator would, and that is no news."""
+    value = vars(record.owner).get(record.attr, MISSING)
+    for _ in range(16):
+        value = getattr(value, "__wrapped__", None)
+        if value is None:
+            return False
+        if value is record.new:
+            return True
+    return False

@@ -90,6 +90,7 @@ def run_main(
                 traceback.print_exc()
             return 1
         finally:
+            module.__dict__.pop(DEFINE, None)
             sys.argv = saved_argv
             if saved_main is not None:
                 sys.modules["__main__"] = saved_main

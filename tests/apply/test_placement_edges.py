@@ -1,0 +1,234 @@
+"""Definition-time placement against what a hostile review found (docs/apply.md, "Where the
+wrapper sits"): containers filled by names patched once the module ran, decorators that look
+up a name's previous definition, classes a decorator rebuilds, exact rules under
+``lru_cache``, ``typing.overload``, a moved project's cache, a damaged cache file."""
+
+from __future__ import annotations
+
+import importlib
+import marshal
+import os
+import random
+import shutil
+import sys
+import typing
+import warnings
+from pathlib import Path
+
+import pytest
+
+from policycompile._engine import rewrite
+from policycompile._engine.plan import patch_info
+
+from .conftest import Modules, apply
+
+MADE = """
+import functools
+
+
+class tracer:  # a tracing library's decorator, named like torch's: still placed innermost
+    @staticmethod
+    def trace(fn):
+        @functools.wraps(fn)
+        def traced(*args, **kwargs):
+            return fn(*args, **kwargs)
+        return traced
+
+
+def make():
+    def fn(x):
+        return x
+    fn.__qualname__ = "fn"
+    return fn
+
+
+fn = make()
+TASKS = {"fn": fn}
+KERNELS = [fn]
+HANDLERS = {}
+
+
+@tracer.trace
+def work(x):
+    return x
+
+
+HANDLERS["work"] = work
+"""
+
+
+@pytest.mark.parametrize("order", ["apply_then_import", "import_then_apply"])
+def test_containers_hold_the_wrapper_of_a_name_patched_once_the_module_ran(
+    modules: Modules, order: str
+) -> None:
+    name = modules.write(modules.name("made"), MADE)
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.fn: {{disable: true}}\n  {name}.work: {{disable: true}}\n"
+    )
+    if order == "import_then_apply":
+        importlib.import_module(name)
+    with apply(policy) as handle:
+        module = importlib.import_module(name)
+        assert patch_info(module.fn) is not None
+        assert module.TASKS["fn"] is module.fn and module.KERNELS[0] is module.fn
+        assert handle.unreached == []
+        if order == "apply_then_import":  # innermost: under the tracer's decorator
+            assert patch_info(module.HANDLERS["work"].__wrapped__) is not None
+    assert patch_info(module.TASKS["fn"]) is None and patch_info(module.KERNELS[0]) is None
+
+
+HOMONYM = """
+import inspect
+
+
+class multi:
+    # the registration of the multimethod package: a second definition of a name finds the
+    # first through the caller's locals
+    def __new__(cls, func):
+        homonym = inspect.currentframe().f_back.f_locals.get(func.__name__)
+        if isinstance(homonym, multi):
+            homonym.impls[func.__annotations__["x"]] = func
+            return homonym
+        self = super().__new__(cls)
+        self.impls = {func.__annotations__["x"]: func}
+        return self
+
+    def __call__(self, x):
+        return self.impls[type(x)](x)
+
+
+@multi
+def area(x: int):
+    return f"int {x}"
+
+
+@multi
+def area(x: str):
+    return f"str {x}"
+"""
+
+
+def test_a_decorator_that_looks_up_the_previous_definition_finds_it(modules: Modules) -> None:
+    name = modules.write(modules.name("homonym"), HOMONYM)
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.**: {{disable: true}}\n")
+    with apply(policy):
+        module = importlib.import_module(name)
+        assert module.area(3) == "int 3" and module.area("a") == "str a"
+        assert sorted(t.__name__ for t in module.area.impls) == ["int", "str"]
+
+
+REBUILT = """
+import dataclasses
+
+
+@dataclasses.dataclass(slots=True)
+class Point:
+    x: int
+
+    def norm(self):
+        return abs(self.x)
+"""
+
+
+def test_undo_finds_the_wrappers_on_a_class_its_decorator_rebuilt(modules: Modules) -> None:
+    name = modules.write(modules.name("rebuilt"), REBUILT)
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.Point.norm: {{disable: true}}\n")
+    with apply(policy):
+        module = importlib.import_module(name)
+        assert patch_info(vars(module.Point)["norm"]) is not None
+    assert patch_info(vars(module.Point)["norm"]) is None
+
+
+CACHED = """
+import functools
+
+
+@functools.lru_cache(maxsize=None)
+def table(n):
+    return n * 2
+"""
+
+
+def test_an_exact_rule_on_a_function_under_lru_cache(modules: Modules) -> None:
+    name = modules.write(modules.name("cached"), CACHED)
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.table: {{disable: true}}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor a warning at undo: the wrapper stays, by design
+        with apply(policy):
+            module = importlib.import_module(name)
+            assert module.table(2) == 4
+            assert patch_info(module.table.__wrapped__) is not None
+
+
+OVERLOADED = """
+from typing import overload
+
+
+@overload
+def f(x: int) -> int: ...
+@overload
+def f(x: str) -> str: ...
+def f(x):
+    return x
+"""
+
+
+def test_overload_stubs_are_left_to_typing(modules: Modules) -> None:
+    name = modules.write(modules.name("overloaded"), OVERLOADED)
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.f: {{disable: true}}\n")
+    with apply(policy):
+        module = importlib.import_module(name)
+        assert len(typing.get_overloads(module.f.__wrapped__)) == 2
+        assert patch_info(module.f) is not None
+
+
+def test_cached_code_names_the_file_it_is_read_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project copied or moved keeps its files' times: the cached code is the same, and
+    names the new place, as Python's own loader makes it."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    (first / "mod.py").write_text("def f(x):\n    return x\n")
+    rewrite.code_for(str(first / "mod.py"), lambda p: Path(p).read_bytes())
+    shutil.copytree(first, second)  # times kept, the cache file too
+    moved = second / "mod.py"
+
+    def unread(path: str) -> bytes:
+        raise AssertionError("read from the cache, not rewritten")
+
+    code = rewrite.code_for(str(moved), unread)
+    assert code.co_filename == str(moved)
+    assert {c.co_filename for c in code.co_consts if hasattr(c, "co_filename")} == {str(moved)}
+
+
+def test_a_damaged_cache_body_is_rewritten_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    source = tmp_path / "damaged.py"
+    source.write_text("def f(x):\n    return x\n")
+    rewrite.code_for(str(source), lambda p: Path(p).read_bytes())
+    cache = rewrite.cache_path(str(source))
+    assert cache is not None
+    data = Path(cache).read_bytes()
+    header, body = data[: rewrite._HEADER.size], data[rewrite._HEADER.size :]
+    generator = random.Random(1)
+    for _ in range(100_000):  # a damage that makes marshal raise SystemError, not ValueError
+        damaged = bytearray(body)
+        for _ in range(2):
+            damaged[generator.randrange(len(damaged))] = generator.randrange(256)
+        try:
+            marshal.loads(bytes(damaged))
+        except SystemError:
+            break
+        except Exception:
+            continue
+    else:
+        pytest.fail("no damage that makes marshal raise SystemError")
+    for payload in (bytes(damaged), b"\xff" * 8):
+        Path(cache).write_bytes(header + payload)
+        code = rewrite.code_for(str(source), lambda p: Path(p).read_bytes())
+        assert code.co_filename == str(source)
+    os.unlink(cache)

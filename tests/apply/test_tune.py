@@ -1,0 +1,165 @@
+"""``policycompile tune`` (docs/tune.md): candidates measured in fresh processes, rejected for a
+reason, the winner written through the round trip; the budget; the issue's Mixtral case, whose
+regional layer meets a break only when it is the compile entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import python
+
+NET = """
+import torch
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        return torch.relu(self.lin(x)) + x
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(Block() for _ in range(4))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+"""
+
+PROGRAM = """
+import torch
+import net
+
+torch.manual_seed(0)
+model = net.Net()
+x = torch.randn(2, 16)
+with torch.no_grad():
+    for _ in range(3):
+        model(x)
+"""
+
+POLICY = (
+    "# the team's policy\nversion: 1\ntargets:\n  net.Net.forward:\n    compile: {backend: eager}\n"
+)
+
+
+def _project(tmp_path: Path) -> None:
+    (tmp_path / "net.py").write_text(NET)
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    (tmp_path / "p.yaml").write_text(POLICY)
+
+
+def _tune(tmp_path: Path, *args: str) -> tuple[Any, dict[str, Any]]:
+    done = python("-m", "policycompile", "tune", "p.yaml", "--json", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return done, doc
+
+
+def test_candidates_are_measured_and_the_winner_written(tmp_path: Path) -> None:
+    _project(tmp_path)
+    done, doc = _tune(tmp_path, "-o", "tuned.yaml", "prog.py")
+    assert doc["entry"] == "net.Net.forward" and doc["goal"] == "cold"
+    rows = {r["candidate"]: r for r in doc["candidates"]}
+    assert list(rows) == ["policy (as it is)", "regional Block", "nested Block"]
+    assert rows["regional Block"]["rules"] == {
+        "net.Block": {"compile": {"backend": "eager"}},
+        "net.Net.forward": {"compile": False},
+    }
+    for row in rows.values():
+        assert row["status"] == 0 and row["calls"] == 3 and row["cold_s"] > 0
+        assert row["graph_breaks"] == 0 and row["peak_mib"] > 0
+    assert rows["regional Block"]["rejected"] is None  # same output, no break, no recompile
+    assert rows["policy (as it is)"]["graphs"] == 1 and rows["nested Block"]["graphs"] >= 1
+    for n in range(1, 4):
+        assert f"[{n}/3]" in done.stderr  # a progress line per candidate
+    winner = rows[doc["winner"]]
+    accepted = [r for r in rows.values() if r["rejected"] is None]
+    assert winner["cold_s"] == min(r["cold_s"] for r in accepted)
+    out = tmp_path / "tuned.yaml"
+    if winner["kind"] == "policy":
+        assert not out.exists()
+        return
+    text = out.read_text()
+    assert text.startswith("# the team's policy\n")  # the round trip keeps the file's own
+    assert f"# tune: {doc['winner']}, chosen for the cold goal; cold first call" in text
+    assert python("-m", "policycompile", "validate", "tuned.yaml", cwd=tmp_path).returncode == 0
+    rerun = python("-m", "policycompile", "run", "tuned.yaml", "prog.py", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_the_budget_skips_what_does_not_fit(tmp_path: Path) -> None:
+    _project(tmp_path)
+    done, doc = _tune(tmp_path, "--budget", "0", "prog.py")
+    assert [r["candidate"] for r in doc["candidates"]] == ["policy (as it is)"]
+    assert "[2/3] regional Block: skipped, about" in done.stderr
+    assert doc["winner"] == "policy (as it is)"
+
+
+def test_usage_errors_change_nothing(tmp_path: Path) -> None:
+    _project(tmp_path)
+    both = python(
+        "-m",
+        "policycompile",
+        "tune",
+        "p.yaml",
+        "-o",
+        "x.yaml",
+        "--update",
+        "prog.py",
+        cwd=tmp_path,
+    )
+    assert both.returncode == 2 and "not both" in both.stderr
+    onto = python("-m", "policycompile", "tune", "p.yaml", "-o", "p.yaml", "prog.py", cwd=tmp_path)
+    assert onto.returncode == 2 and "give another -o, or --update" in onto.stderr
+    assert (tmp_path / "p.yaml").read_text() == POLICY and not (tmp_path / "x.yaml").exists()
+
+
+MIXTRAL = """
+import torch
+from transformers import MixtralConfig, MixtralForCausalLM
+
+torch.manual_seed(0)
+config = MixtralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, num_local_experts=2,
+                       num_experts_per_tok=1, vocab_size=100, max_position_embeddings=64)
+model = MixtralForCausalLM(config)
+ids = torch.randint(0, 100, (1, 8))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for _ in range(2):
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+
+
+def test_mixtral_regional_layer_is_measured_and_rejected(tmp_path: Path) -> None:
+    """The issue's case: suggest proposed Mixtral's decoder layer as a regional entry it never
+    ran, and as an entry of its own the layer behaves otherwise than inside the whole model
+    (transformers' output-capturing hooks). tune runs it, and rejects it saying why."""
+    pytest.importorskip("transformers")
+    (tmp_path / "prog.py").write_text(MIXTRAL)
+    entry = "transformers.models.mixtral.modeling_mixtral.MixtralForCausalLM.forward"
+    (tmp_path / "p.yaml").write_text(
+        f"version: 1\ntargets:\n  {entry}:\n    compile: {{backend: eager}}\n"
+    )
+    done, doc = _tune(tmp_path, "prog.py")
+    rows = {r["candidate"]: r for r in doc["candidates"]}
+    base, regional = rows["policy (as it is)"], rows["regional MixtralDecoderLayer"]
+    assert base["graph_breaks"] == 0 and base["recompiles"] == 0 and base["rejected"] is None
+    assert regional["rejected"] is not None
+    assert regional["rejected"].startswith(
+        ("adds graph breaks", "adds recompiles", "the program failed")
+    ), regional
+    assert doc["winner"] != "regional MixtralDecoderLayer"
+    assert "regional MixtralDecoderLayer: cold" in done.stderr

@@ -123,8 +123,10 @@ def observe(args: argparse.Namespace, policy_path: str) -> Observed | str:
         plans = {name: r.plan for name, r in handle.observer.regions.items()}
         handle.undo()
     seconds = time.perf_counter() - start
-    if status != 0 or not seen:
+    if status != 0:
         return f"the program failed under the policy as it is (exit status {status})"
+    if not seen:  # a rank other than 0: rank 0 has the job's report, and decides
+        return Observed("", seconds, [], [])
     findings = seen[0]
     entries = [r for r in findings.report.regions if r.name in findings.base_entries]
     if not entries:
@@ -158,8 +160,66 @@ def observe(args: argparse.Namespace, policy_path: str) -> Observed | str:
 
 
 # -- one candidate in a fresh process
+#: what a launcher (torchrun) tells the processes it starts: a candidate's own launcher sets
+#: them afresh for its ranks
+_LAUNCHER_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "GROUP_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
+def ranks() -> tuple[int, int, int]:
+    """(rank, world size, ranks on this node) of a torchrun job; (0, 1, 1) outside one."""
+
+    def number(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, "") or default)
+        except ValueError:
+            return default
+
+    world = number("WORLD_SIZE", 1)
+    return number("RANK", 0), world, number("LOCAL_WORLD_SIZE", world)
+
+
+def _launcher(world: int) -> list[str]:
+    """How a candidate starts: one process, or a torchrun job of ``world`` ranks on a port of
+    its own, so that every rank runs the same candidate."""
+    if world <= 1:
+        return [sys.executable]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(world),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+    ]
+
+
 def run_candidate(
-    candidate: Candidate, args: argparse.Namespace, policy_path: str, entry: str, scratch: str
+    candidate: Candidate,
+    args: argparse.Namespace,
+    policy_path: str,
+    entry: str,
+    scratch: str,
+    world: int = 1,
 ) -> Measured:
     folder = tempfile.mkdtemp(prefix="candidate-", dir=scratch)
     file = os.path.join(folder, "policy.yaml")
@@ -167,10 +227,14 @@ def run_candidate(
     with open(file, "w", encoding="utf-8") as f:
         json.dump(doc, f)  # JSON is YAML
     report, timing = os.path.join(folder, "report.json"), os.path.join(folder, "timing.json")
-    command = [sys.executable, "-m", "policycompile", "run", file, "--report-json", report]
+    command = [*_launcher(world), "-m", "policycompile", "run", file, "--report-json", report]
     command += ["--no-rank-check", *(["--profile", args.profile] if args.profile else [])]
     command += ["-m", args.module] if args.module else [args.program]
-    env = dict(os.environ)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _LAUNCHER_ENV and not k.startswith(("TORCHELASTIC_", "TORCHRUN_"))
+    }
     env |= {  # a cold start: compile caches of its own, empty
         "TORCHINDUCTOR_CACHE_DIR": os.path.join(folder, "inductor"),
         "TRITON_CACHE_DIR": os.path.join(folder, "triton"),
@@ -299,11 +363,25 @@ def tune_command(args: argparse.Namespace, out: TextIO) -> int:
         if refused is not None:
             print(f"policycompile tune: {refused}", file=sys.stderr)
             return EXIT_USAGE
+    rank, world, local = ranks()
+    if world > 1 and local != world:
+        print(
+            f"policycompile tune: the job spans nodes ({world} ranks, {local} here): tune "
+            "runs its candidates on one node",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="policycompile-tune-") as scratch:
-        observed = observe(args, policy_path)
+        observed = observe(args, policy_path)  # every rank: the program is the job's
         if isinstance(observed, str):
             print(f"policycompile tune: {observed}", file=sys.stderr)
+            return EXIT_USAGE
+        if rank != 0:
+            _say(f"rank {rank}: rank 0 runs each candidate on all {world} ranks, and writes")
+            return EXIT_OK
+        if not observed.candidates:
+            _say("the run left no report to tune from (the ranks could not agree on one)")
             return EXIT_USAGE
         _say(
             f"observed {observed.entry} in {observed.seconds:.1f} s; "
@@ -311,7 +389,7 @@ def tune_command(args: argparse.Namespace, out: TextIO) -> int:
         )
         for line in observed.skipped:
             _say(f"skipped: {line}")
-        measured, interrupted = _measure(args, observed, policy_path, scratch, began)
+        measured, interrupted = _measure(args, observed, policy_path, scratch, began, world)
         if not measured:
             return EXIT_USAGE
         winner = _choose(measured, args.goal)
@@ -327,6 +405,7 @@ def _measure(
     policy_path: str,
     scratch: str,
     began: float,
+    world: int,
 ) -> tuple[list[Measured], bool]:
     """Run the candidates in turn within the budget: the policy as it is first (the
     baseline), then each other while its estimated cost fits; Ctrl-C keeps what was measured."""
@@ -343,7 +422,7 @@ def _measure(
             continue
         _say(f"[{i}/{total}] {candidate.name}: running (about {estimate:.0f} s)")
         try:
-            result = run_candidate(candidate, args, policy_path, observed.entry, scratch)
+            result = run_candidate(candidate, args, policy_path, observed.entry, scratch, world)
         except KeyboardInterrupt:
             _say(f"interrupted: keeping the {len(measured)} candidate(s) measured")
             return measured, True

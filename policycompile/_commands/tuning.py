@@ -92,6 +92,8 @@ class EntryTimer:
         return timed
 
     def save(self) -> None:
+        if os.environ.get("RANK", "0") not in ("", "0"):
+            return  # rank 0 speaks for a torchrun job (every rank runs the same candidate)
         doc = {"entry": self.entry, "first_done": self.first_done, "calls": self.calls}
         with open(self.out, "w", encoding="utf-8") as f:
             json.dump(doc, f)

@@ -243,8 +243,10 @@ class PolicyHandle(Rebinding):
         # under a decorator the rewrite leaves alone) may be held by the module's own
         # containers, or by a module imported while it ran (a circular `from this import
         # fn`): point them at the wrapper too.
-        self.rebind_aliases([module, *fresh], done)
+        # (what its containers took at the definitions first, for undo: then the rebinding,
+        # which journals what it points at the wrapper itself)
         self.adopt_containers([module])
+        self.rebind_aliases([module, *fresh], done)
         for watch in self.watchers:
             watch(module, None, None)
 

@@ -163,3 +163,56 @@ def test_mixtral_regional_layer_is_measured_and_rejected(tmp_path: Path) -> None
     ), regional
     assert doc["winner"] != "regional MixtralDecoderLayer"
     assert "regional MixtralDecoderLayer: cold" in done.stderr
+
+
+DISTRIBUTED = """
+import os
+import torch
+import torch.distributed as dist
+import net
+
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = net.Net()
+x = torch.randn(2, 16)
+with torch.no_grad():
+    for _ in range(3):
+        y = model(x)
+        dist.all_reduce(y)
+dist.destroy_process_group()
+"""
+
+
+def test_under_torchrun_rank_0_decides_and_every_rank_runs_each_candidate(
+    tmp_path: Path,
+) -> None:
+    _project(tmp_path)
+    (tmp_path / "prog.py").write_text(DISTRIBUTED)
+    done = python(
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        "29561",
+        "-m",
+        "policycompile",
+        "tune",
+        "p.yaml",
+        "--json",
+        "-o",
+        "tuned.yaml",
+        "prog.py",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 1: rank 0 runs each candidate on all 2 ranks, and writes" in done.stderr
+    doc = json.loads(done.stdout[done.stdout.index("{") :])
+    rows = {r["candidate"]: r for r in doc["candidates"]}
+    assert list(rows) == ["policy (as it is)", "regional Block", "nested Block"]
+    for row in rows.values():
+        assert row["status"] == 0 and row["calls"] == 3, row
+    winner = rows[doc["winner"]]
+    assert (tmp_path / "tuned.yaml").exists() == (winner["kind"] != "policy")

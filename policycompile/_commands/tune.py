@@ -410,6 +410,23 @@ def _measure(
     """Run the candidates in turn within the budget: the policy as it is first (the
     baseline), then each other while its estimated cost fits; Ctrl-C keeps what was measured."""
     measured: list[Measured] = []
+    try:
+        _candidates(args, observed, policy_path, scratch, began, world, measured)
+    except KeyboardInterrupt:  # wherever it lands: the candidate running is stopped
+        _say(f"interrupted: keeping the {len(measured)} candidate(s) measured")
+        return measured, True
+    return measured, False
+
+
+def _candidates(
+    args: argparse.Namespace,
+    observed: Observed,
+    policy_path: str,
+    scratch: str,
+    began: float,
+    world: int,
+    measured: list[Measured],
+) -> None:
     estimate = observed.seconds
     total = len(observed.candidates)
     for i, candidate in enumerate(observed.candidates, 1):
@@ -421,11 +438,7 @@ def _measure(
             )
             continue
         _say(f"[{i}/{total}] {candidate.name}: running (about {estimate:.0f} s)")
-        try:
-            result = run_candidate(candidate, args, policy_path, observed.entry, scratch, world)
-        except KeyboardInterrupt:
-            _say(f"interrupted: keeping the {len(measured)} candidate(s) measured")
-            return measured, True
+        result = run_candidate(candidate, args, policy_path, observed.entry, scratch, world)
         if measured:
             result.rejected = judge(result, measured[0])
         elif result.status != 0 or result.cold is None:
@@ -433,14 +446,14 @@ def _measure(
                 f"the policy as it is failed in a fresh process (exit status {result.status}): "
                 f"{result.error or 'its entry never completed a call'}"
             )
-            return [], False
+            measured.clear()
+            return
         else:
             estimate = max(result.seconds, 1.0)
         measured.append(result)
         verdict = f"rejected: {result.rejected}" if result.rejected else "ok"
         cold = "-" if result.cold is None else f"{result.cold:.2f} s"
         _say(f"[{i}/{total}] {candidate.name}: cold {cold}, {verdict}")
-    return measured, False
 
 
 def _choose(measured: list[Measured], goal: str) -> Measured | None:

@@ -216,3 +216,36 @@ def test_under_torchrun_rank_0_decides_and_every_rank_runs_each_candidate(
         assert row["status"] == 0 and row["calls"] == 3, row
     winner = rows[doc["winner"]]
     assert (tmp_path / "tuned.yaml").exists() == (winner["kind"] != "policy")
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ..conftest import ROOT
+
+    _project(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "policycompile", "tune", "p.yaml", "--json", "prog.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # interrupt while the second candidate runs
+        seen.append(line)
+        if "[2/3] regional Block: running" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, "".join(seen) + err
+    assert "interrupted: keeping the 1 candidate(s) measured" in err
+    doc = json.loads(out)
+    assert doc["interrupted"] is True
+    assert [r["candidate"] for r in doc["candidates"]] == ["policy (as it is)"]

@@ -29,7 +29,7 @@ def run() -> dict[str, Any]:
 
 
 def _tune(layers: int) -> dict[str, Any]:
-    from policycompile._commands.tune import Candidate, run_candidate
+    from policycompile._commands.candidates import Candidate, run_candidate
 
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as tmp:
         policy = Path(tmp) / "p.yaml"
@@ -65,7 +65,10 @@ def _tune(layers: int) -> dict[str, Any]:
     return {
         "candidates": doc["candidates"],
         "winner": doc["winner"],
-        "accelerate": accelerate.row(),
+        "accelerate": [accelerate.row()],  # rows are for the report: lists are not figures
+        "whole_cold_s": whole["cold_s"],
+        "chosen_cold_s": chosen["cold_s"],
+        "accelerate_cold_s": accelerate.cold or 0.0,
         "chosen_over_whole": chosen["cold_s"] / whole["cold_s"],
         "chosen_over_accelerate": chosen["cold_s"] / accelerate.cold if accelerate.cold else 0.0,
         "tune_total_s": total,
@@ -82,7 +85,7 @@ def _report(layers: int, results: dict[str, Any]) -> str:
         f"policycompile tune, {layers}-layer Llama compiled whole by its policy (inductor, CPU), "
         "cold starts in fresh processes with empty caches:",
     ]
-    for row in [*results["candidates"], results["accelerate"]]:
+    for row in [*results["candidates"], *results["accelerate"]]:
         verdict = f"rejected: {row['rejected']}" if row["rejected"] else "ok"
         lines.append(
             f"  {row['candidate']:<34} cold {row['cold_s']:>7} s  steady {row['steady_ms']} ms"

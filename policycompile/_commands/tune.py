@@ -9,75 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .._policy.load import load
 from .._runtime.api import apply
 from . import files
 from . import suggest as write
+from .candidates import Candidate, Measured, judge, ranks, run_candidate
 from .program import EXIT_OK, EXIT_USAGE, Outcome, run_program
 from .suggesting import Suggesting
-from .tuning import ENV
 
 GOALS = ("cold", "steady", "memory")
-
-
-@dataclass
-class Candidate:
-    """A strategy: ``targets`` are the rules added to the policy (an ``extends`` of it)."""
-
-    name: str
-    kind: str  # "policy", "regional" or "nested"
-    layer: str | None
-    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class Measured:
-    """What one candidate's run did."""
-
-    candidate: Candidate
-    status: int
-    seconds: float  # the whole run
-    cold: float | None  # from the process's start to the end of the entry's first call
-    steady: float | None  # median seconds per call after the first
-    calls: int
-    graphs: int
-    recompiles: int
-    breaks: int
-    peak_mib: float
-    output: str | None  # the saved tensors of the first call
-    error: str = ""
-    rejected: str | None = None
-
-    def value(self, goal: str) -> float | None:
-        return {"cold": self.cold, "steady": self.steady, "memory": self.peak_mib}[goal]
-
-    def row(self) -> dict[str, Any]:
-        c = self.candidate
-        return {
-            "candidate": c.name,
-            "kind": c.kind,
-            "layer": c.layer,
-            "rules": c.targets,
-            "status": self.status,
-            "seconds": round(self.seconds, 3),
-            "cold_s": None if self.cold is None else round(self.cold, 3),
-            "steady_ms": None if self.steady is None else round(self.steady * 1e3, 3),
-            "calls": self.calls,
-            "graphs": self.graphs,
-            "recompiles": self.recompiles,
-            "graph_breaks": self.breaks,
-            "peak_mib": round(self.peak_mib, 1),
-            "rejected": self.rejected,
-        }
 
 
 # -- the observing run
@@ -160,177 +107,6 @@ def observe(args: argparse.Namespace, policy_path: str) -> Observed | str:
 
 
 # -- one candidate in a fresh process
-#: what a launcher (torchrun) tells the processes it starts: a candidate's own launcher sets
-#: them afresh for its ranks
-_LAUNCHER_ENV = (
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "ROLE_RANK",
-    "ROLE_WORLD_SIZE",
-    "ROLE_NAME",
-    "GROUP_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
-
-
-def ranks() -> tuple[int, int, int]:
-    """(rank, world size, ranks on this node) of a torchrun job; (0, 1, 1) outside one."""
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(os.environ.get(name, "") or default)
-        except ValueError:
-            return default
-
-    world = number("WORLD_SIZE", 1)
-    return number("RANK", 0), world, number("LOCAL_WORLD_SIZE", world)
-
-
-def _launcher(world: int) -> list[str]:
-    """How a candidate starts: one process, or a torchrun job of ``world`` ranks on a port of
-    its own, so that every rank runs the same candidate."""
-    if world <= 1:
-        return [sys.executable]
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        str(world),
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(port),
-    ]
-
-
-def run_candidate(
-    candidate: Candidate,
-    args: argparse.Namespace,
-    policy_path: str,
-    entry: str,
-    scratch: str,
-    world: int = 1,
-) -> Measured:
-    folder = tempfile.mkdtemp(prefix="candidate-", dir=scratch)
-    file = os.path.join(folder, "policy.yaml")
-    doc: dict[str, Any] = {"version": 1, "extends": [policy_path], "targets": candidate.targets}
-    with open(file, "w", encoding="utf-8") as f:
-        json.dump(doc, f)  # JSON is YAML
-    report, timing = os.path.join(folder, "report.json"), os.path.join(folder, "timing.json")
-    command = [*_launcher(world), "-m", "policycompile", "run", file, "--report-json", report]
-    command += ["--no-rank-check", *(["--profile", args.profile] if args.profile else [])]
-    command += ["-m", args.module] if args.module else [args.program]
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _LAUNCHER_ENV and not k.startswith(("TORCHELASTIC_", "TORCHRUN_"))
-    }
-    env |= {  # a cold start: compile caches of its own, empty
-        "TORCHINDUCTOR_CACHE_DIR": os.path.join(folder, "inductor"),
-        "TRITON_CACHE_DIR": os.path.join(folder, "triton"),
-        ENV: json.dumps({"entry": entry, "out": timing}),
-    }
-    log = os.path.join(folder, "stderr.txt")
-    started = time.time()
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [*command, *args.program_args], env=env, stdout=subprocess.DEVNULL, stderr=err
-        )
-        try:
-            _, wait_status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        proc.returncode = os.waitstatus_to_exitcode(wait_status)
-    seconds = time.time() - started
-    times = _json(timing) or {}
-    calls = list(times.get("calls") or [])
-    first = times.get("first_done")
-    rep = _json(report) or {}
-    regions = rep.get("regions") or []
-    output = timing + ".pt"
-    return Measured(
-        candidate,
-        proc.returncode,
-        seconds,
-        None if first is None else float(first) - started,
-        statistics.median(calls[1:]) if len(calls) > 1 else None,
-        len(calls),
-        sum(int(r.get("graphs", 0)) for r in regions),
-        sum(int(r.get("recompiles", 0)) for r in regions),
-        len(rep.get("graph_breaks") or []),
-        usage.ru_maxrss / 1024,
-        output if os.path.exists(output) else None,
-        _last_error(log),
-    )
-
-
-def _json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _last_error(log: str) -> str:
-    try:
-        with open(log, encoding="utf-8", errors="replace") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
-    except OSError:
-        return ""
-    errors = [ln for ln in lines if "Error" in ln or "Unsupported" in ln]
-    return (errors or lines or [""])[-1][:300]
-
-
-def judge(measured: Measured, base: Measured) -> str | None:
-    """Why a candidate is rejected against the policy as it is; None when it is not."""
-    if measured.status != 0:
-        return f"the program failed (exit status {measured.status}): {measured.error}"
-    if measured.cold is None:
-        return "the outer entry never completed a call"
-    if measured.breaks > base.breaks:
-        return f"adds graph breaks ({measured.breaks} sites, against {base.breaks})"
-    if measured.recompiles > base.recompiles:
-        return f"adds recompiles ({measured.recompiles}, against {base.recompiles})"
-    return _same_output(measured.output, base.output)
-
-
-def _same_output(a: str | None, b: str | None) -> str | None:
-    import torch
-
-    if a is None or b is None:
-        return "its output could not be compared"
-    mine, theirs = torch.load(a), torch.load(b)
-    if len(mine) != len(theirs):
-        return f"changes the output ({len(mine)} tensors, against {len(theirs)})"
-    for x, y in zip(mine, theirs, strict=True):
-        if x.shape != y.shape or x.dtype != y.dtype:
-            mine_, theirs_ = f"{x.dtype} {tuple(x.shape)}", f"{y.dtype} {tuple(y.shape)}"
-            return f"changes the output (a {mine_} tensor, against {theirs_})"
-        if not x.is_floating_point():
-            if not torch.equal(x, y):
-                return "changes the output (integer tensors differ)"
-            continue
-        low = x.dtype in (torch.float16, torch.bfloat16)
-        rtol, atol = (1e-2, 1e-2) if low else (1e-4, 1e-5)
-        if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
-            diff = (x.float() - y.float()).abs().max().item()
-            return f"changes the output (largest difference {diff:.3g}, {x.dtype})"
-    return None
-
-
 # -- the command
 def _say(text: str) -> None:
     print(f"policycompile tune: {text}", file=sys.stderr, flush=True)

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .._policy.load import load
+
 BOM = b"\xef\xbb\xbf"
 
 
@@ -139,3 +141,9 @@ def write_checked(
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+
+
+def extends_chain(path: str, profile: str | None = "") -> set[str]:
+    """The real paths of the policy at ``path`` and of every file it extends (which a
+    command must never write over with a file that extends them)."""
+    return {os.path.realpath(s) for s in load(path, profile=profile).sources}

@@ -6,9 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-import site
 import sys
-import sysconfig
 import types
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._engine.targets import policy_module_name, policy_name_of
-from .._observe.attribution import examples_dir, internal_dirs
+from .._observe.attribution import examples_dir, internal_dirs, stdlib_dirs
 from .._observe.observer import Observer
 from .._observe.report import BreakReport, Report
 from .._observe.traced import Traced
@@ -123,14 +121,18 @@ def _inside(paths: Sequence[str], others: Iterable[str]) -> bool:
     return any(p.startswith(o + ".") for p in paths for o in outer)
 
 
-def _outermost(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]]:
-    """The repeated classes none of whose instances is inside an instance of another."""
-    repeated = _candidates(classes)
+def _not_inside(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]]:
+    """Those of ``classes`` none of whose instances is inside an instance of another."""
     return {
         cls: paths
-        for cls, paths in repeated.items()
-        if not _inside(paths, [p for other, ps in repeated.items() if other is not cls for p in ps])
+        for cls, paths in classes.items()
+        if not _inside(paths, [p for other, ps in classes.items() if other is not cls for p in ps])
     }
+
+
+def _outermost(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]]:
+    """The outermost repeated classes."""
+    return _not_inside(_candidates(classes))
 
 
 def layers_of(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]]:
@@ -144,12 +146,7 @@ def layers_of(classes: Mapping[type, Sequence[str]]) -> dict[type, Sequence[str]
         for cls, paths in _candidates(classes).items()
         if all(p.rsplit(".", 1)[-1].isdigit() for p in paths)
     }
-    found = {
-        cls: paths
-        for cls, paths in indexed.items()
-        if not _inside(paths, [p for other, ps in indexed.items() if other is not cls for p in ps])
-    }
-    return found or _outermost(classes)
+    return _not_inside(indexed) or _outermost(classes)
 
 
 def _named(
@@ -172,13 +169,8 @@ def _path_key(path: str) -> list[tuple[int, int | str]]:
 @functools.cache
 def _library_dirs() -> tuple[str, ...]:
     """Where the standard library and installed packages live."""
-    dirs = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(os.path.realpath(path))
-    for path in [*site.getsitepackages(), site.getusersitepackages()]:
-        dirs.add(os.path.realpath(path))
+    std, packages = stdlib_dirs()
+    dirs = {os.path.realpath(d) for d in (*std, *packages)}
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
         dirs.add(os.path.join(os.path.realpath(prefix), "lib"))
     return tuple(sorted(d + os.sep for d in dirs))

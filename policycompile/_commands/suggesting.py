@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TextIO
 
@@ -50,6 +51,34 @@ class Suggesting:
     def stop(self) -> None:
         self.compiles.uninstall()
         self.handle.observer.traced = None
+
+    def run(
+        self,
+        args: argparse.Namespace,
+        conclude: Callable[[Outcome, types.ModuleType | None], int],
+        *,
+        strict: bool | None = None,
+    ) -> int:
+        """Run ``args``' program observed (``run_program``), then ``conclude`` with how it
+        ended and its main module; the policy is undone at the end, whatever happens."""
+        mains: list[types.ModuleType] = []
+
+        def concluded(outcome: Outcome) -> int:
+            self.stop()
+            return conclude(outcome, mains[0] if mains else None)
+
+        self.start()
+        try:
+            return run_program(
+                args,
+                self.handle,
+                concluded,
+                on_main=lambda m: mains.append(m) if not mains else None,
+                strict=strict,
+            )
+        finally:
+            self.stop()
+            self.handle.undo()
 
     def findings(
         self, report: Report, command: str, main: types.ModuleType | None = None
@@ -125,16 +154,14 @@ def _refuse(args: argparse.Namespace, paths: _Paths) -> str | None:
         )
     update_chain: set[str] = set()
     if paths.update is not None:  # its own located errors first (a FIFO, bad YAML): exit 1
-        update_chain = {os.path.realpath(s) for s in load(paths.update, profile="").sources}
+        update_chain = files.extends_chain(paths.update)
     if target == "-":
         return None
-    if paths.base is not None:
-        chain = {os.path.realpath(s) for s in load(paths.base, profile="").sources}
-        if os.path.realpath(target) in chain:
-            return (
-                f"cannot write {shown}: the --base policy is, or extends, that file (the "
-                f"suggestion extends the base): give another -o, or --update {args.base}"
-            )
+    if paths.base is not None and os.path.realpath(target) in files.extends_chain(paths.base):
+        return (
+            f"cannot write {shown}: the --base policy is, or extends, that file (the "
+            f"suggestion extends the base): give another -o, or --update {args.base}"
+        )
     extended = update_chain - {os.path.realpath(paths.update or "")}  # not the file itself
     if os.path.realpath(target) in extended:
         return f"cannot write {shown}: --update {args.update} extends it"
@@ -155,11 +182,9 @@ def _suggest(args: argparse.Namespace, out: TextIO, paths: _Paths, scratch: str)
         write.read_for_update(paths.update)
     handle = apply(policy, audit=True, rank_check=not args.no_rank_check)
     suggesting = Suggesting(handle)
-    mains: list[types.ModuleType] = []
 
-    def conclude(outcome: Outcome) -> int:
+    def conclude(outcome: Outcome, main: types.ModuleType | None) -> int:
         """Print the run's report and write its policy (also at the program's os._exit)."""
-        suggesting.stop()
         if outcome.report is not None:
             # the report names the policy the user gave, not the run's scratch files
             shown = args.update or args.base or "(no policy)"
@@ -171,22 +196,11 @@ def _suggest(args: argparse.Namespace, out: TextIO, paths: _Paths, scratch: str)
         command = ["policycompile suggest", *(["--base", args.base] if args.base else [])]
         command += ["-m", args.module] if args.module else [args.program]
         findings = suggesting.findings(
-            outcome.report, " ".join([*command, *args.program_args]), mains[0] if mains else None
+            outcome.report, " ".join([*command, *args.program_args]), main
         )
         return status if _write(findings, args, out, paths, handle) else EXIT_USAGE
 
-    suggesting.start()
-    try:
-        return run_program(
-            args,
-            handle,
-            conclude,
-            on_main=lambda m: mains.append(m) if not mains else None,
-            strict=strict,
-        )
-    finally:
-        suggesting.stop()
-        handle.undo()
+    return suggesting.run(args, conclude, strict=strict)
 
 
 def _write(

@@ -21,7 +21,7 @@ from .._runtime.api import apply
 from . import files
 from . import suggest as write
 from .candidates import Candidate, Measured, judge, ranks, run_candidate
-from .program import EXIT_OK, EXIT_USAGE, Outcome, run_program
+from .program import EXIT_OK, EXIT_USAGE, Outcome
 from .suggesting import Suggesting
 
 GOALS = ("cold", "steady", "memory")
@@ -43,12 +43,12 @@ def observe(args: argparse.Namespace, policy_path: str) -> Observed | str:
     handle = apply(policy, audit=True, rank_check=False)
     suggesting = Suggesting(handle)
     seen: list[Any] = []
-    mains: list[types.ModuleType] = []
+    plans: dict[str, Any] = {}
 
-    def conclude(outcome: Outcome) -> int:
-        suggesting.stop()
+    def conclude(outcome: Outcome, main: types.ModuleType | None) -> int:
+        plans.update((name, r.plan) for name, r in handle.observer.regions.items())
         if outcome.report is not None:
-            seen.append(suggesting.findings(outcome.report, "tune", mains[0] if mains else None))
+            seen.append(suggesting.findings(outcome.report, "tune", main))
         return outcome.status
 
     run_args = argparse.Namespace(
@@ -60,15 +60,7 @@ def observe(args: argparse.Namespace, policy_path: str) -> Observed | str:
         verbose=False,
     )
     start = time.perf_counter()
-    suggesting.start()
-    try:
-        status = run_program(
-            run_args, handle, conclude, on_main=lambda m: mains.append(m) if not mains else None
-        )
-    finally:
-        suggesting.stop()
-        plans = {name: r.plan for name, r in handle.observer.regions.items()}
-        handle.undo()
+    status = suggesting.run(run_args, conclude)
     seconds = time.perf_counter() - start
     if status != 0:
         return f"the program failed under the policy as it is (exit status {status})"
@@ -106,7 +98,6 @@ def observe(args: argparse.Namespace, policy_path: str) -> Observed | str:
     return Observed(outer, seconds, candidates, skipped)
 
 
-# -- one candidate in a fresh process
 # -- the command
 def _say(text: str) -> None:
     print(f"policycompile tune: {text}", file=sys.stderr, flush=True)
@@ -127,8 +118,7 @@ def tune_command(args: argparse.Namespace, out: TextIO) -> int:
         target = policy_path
     elif args.out:
         target = files.anchored(args.out, start)
-        chain = {os.path.realpath(s) for s in load(policy_path, profile=args.profile).sources}
-        if os.path.realpath(target) in chain:
+        if os.path.realpath(target) in files.extends_chain(policy_path, args.profile):
             print(
                 f"policycompile tune: cannot write {args.out}: the policy is, or extends, "
                 f"that file: give another -o, or --update",
@@ -186,50 +176,37 @@ def _measure(
     """Run the candidates in turn within the budget: the policy as it is first (the
     baseline), then each other while its estimated cost fits; Ctrl-C keeps what was measured."""
     measured: list[Measured] = []
-    try:
-        _candidates(args, observed, policy_path, scratch, began, world, measured)
-    except KeyboardInterrupt:  # wherever it lands: the candidate running is stopped
+    estimate = observed.seconds
+    total = len(observed.candidates)
+    try:  # around the whole loop: wherever Ctrl-C lands, the candidate running is stopped
+        for i, candidate in enumerate(observed.candidates, 1):
+            left = args.budget - (time.perf_counter() - began)
+            if measured and estimate > left:
+                _say(
+                    f"[{i}/{total}] {candidate.name}: skipped, about {estimate:.0f} s and "
+                    f"{max(left, 0):.0f} s of the budget left"
+                )
+                continue
+            _say(f"[{i}/{total}] {candidate.name}: running (about {estimate:.0f} s)")
+            result = run_candidate(candidate, args, policy_path, observed.entry, scratch, world)
+            if measured:
+                result.rejected = judge(result, measured[0])
+            elif result.status != 0 or result.cold is None:
+                _say(
+                    f"the policy as it is failed in a fresh process (exit status "
+                    f"{result.status}): {result.error or 'its entry never completed a call'}"
+                )
+                return [], False
+            else:
+                estimate = max(result.seconds, 1.0)
+            measured.append(result)
+            verdict = f"rejected: {result.rejected}" if result.rejected else "ok"
+            cold = "-" if result.cold is None else f"{result.cold:.2f} s"
+            _say(f"[{i}/{total}] {candidate.name}: cold {cold}, {verdict}")
+    except KeyboardInterrupt:
         _say(f"interrupted: keeping the {len(measured)} candidate(s) measured")
         return measured, True
     return measured, False
-
-
-def _candidates(
-    args: argparse.Namespace,
-    observed: Observed,
-    policy_path: str,
-    scratch: str,
-    began: float,
-    world: int,
-    measured: list[Measured],
-) -> None:
-    estimate = observed.seconds
-    total = len(observed.candidates)
-    for i, candidate in enumerate(observed.candidates, 1):
-        left = args.budget - (time.perf_counter() - began)
-        if measured and estimate > left:
-            _say(
-                f"[{i}/{total}] {candidate.name}: skipped, about {estimate:.0f} s and "
-                f"{max(left, 0):.0f} s of the budget left"
-            )
-            continue
-        _say(f"[{i}/{total}] {candidate.name}: running (about {estimate:.0f} s)")
-        result = run_candidate(candidate, args, policy_path, observed.entry, scratch, world)
-        if measured:
-            result.rejected = judge(result, measured[0])
-        elif result.status != 0 or result.cold is None:
-            _say(
-                f"the policy as it is failed in a fresh process (exit status {result.status}): "
-                f"{result.error or 'its entry never completed a call'}"
-            )
-            measured.clear()
-            return
-        else:
-            estimate = max(result.seconds, 1.0)
-        measured.append(result)
-        verdict = f"rejected: {result.rejected}" if result.rejected else "ok"
-        cold = "-" if result.cold is None else f"{result.cold:.2f} s"
-        _say(f"[{i}/{total}] {candidate.name}: cold {cold}, {verdict}")
 
 
 def _choose(measured: list[Measured], goal: str) -> Measured | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,7 @@ def items(module: types.ModuleType) -> list[tuple[str, Any]]:
         return []
 
 
-def in_containers(modules: list[types.ModuleType], originals: dict[int, Any]) -> Iterator[Held]:
+def in_containers(modules: list[types.ModuleType], originals: Mapping[int, Any]) -> Iterator[Held]:
     """Every item of a module-level container (one level deep) that is one of ``originals``
     (by id), and every module-level ``functools.partial`` of one."""
     if not originals:
@@ -91,7 +91,7 @@ def in_containers(modules: list[types.ModuleType], originals: dict[int, Any]) ->
 
 
 def _defaults(
-    module: types.ModuleType, name: str, func: types.FunctionType, originals: dict[int, Any]
+    module: types.ModuleType, name: str, func: types.FunctionType, originals: Mapping[int, Any]
 ) -> Iterator[Held]:
     """A module-level function's default arguments that are one of ``originals`` (most
     functions have none: that is the fast path)."""

@@ -32,6 +32,7 @@ from .targets import (
     policy_module_name,
     refuses_setattr,
     unwrap,
+    wrapped_chain,
 )
 
 log = logging.getLogger("policycompile")
@@ -322,14 +323,12 @@ def _lookup(module: types.ModuleType, name: str, rest: tuple[str, ...], rule: Ru
 def _placed_under(raw: Any, name: str) -> bool:
     """Whether ``raw`` (``functools.lru_cache``'s object, another decorator's) wraps, through
     ``__wrapped__``, the policy's wrapper for ``name``, placed at the definition."""
-    seen = 0
-    inner = getattr(raw, "__wrapped__", None) if not isinstance(raw, types.FunctionType) else None
-    while inner is not None and seen < 16:
+    if isinstance(raw, types.FunctionType):
+        return False
+    for inner in wrapped_chain(raw):
         info = patch_info(inner)
         if info is not None:
             return bool(info.name == name)
-        inner = getattr(inner, "__wrapped__", None)
-        seen += 1
     return False
 
 

@@ -247,3 +247,13 @@ def is_internal(module: str) -> bool:
     if module == "policycompile" or module.startswith("policycompile._"):
         return True
     return any(module == m or module.startswith(m + ".") for m in INTERNAL)
+
+
+def wrapped_chain(obj: Any, limit: int = 16) -> Iterator[Any]:
+    """What ``obj`` wraps, through ``__wrapped__``, innermost last (``functools.lru_cache``'s
+    object over a policy wrapper over the function), at most ``limit`` deep."""
+    for _ in range(limit):
+        obj = getattr(obj, "__wrapped__", None)
+        if obj is None:
+            return
+        yield obj

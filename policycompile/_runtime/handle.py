@@ -16,7 +16,7 @@ from .._engine.journal import MISSING, AliasRecord, HookRecord, Record, SlotReco
 from .._engine.modules import ModulePlan, plan_module
 from .._engine.plan import Plan, patch_info
 from .._engine.rewrite import DefiningLoader, rewritable
-from .._engine.targets import is_class, module_functions, policy_module_name
+from .._engine.targets import is_class, module_functions, policy_module_name, wrapped_chain
 from .._engine.wrappers import build
 from .._errors import PolicyTargetError, PolicyWarning
 from .._observe.attribution import FunctionIndex
@@ -425,10 +425,4 @@ def _holds_inside(record: Record) -> bool:
     (``functools.lru_cache`` over a definition wrapped where it was written, docs/apply.md):
     the wrapper stays there, as a hand decorator would, and that is no news."""
     value = vars(record.owner).get(record.attr, MISSING)
-    for _ in range(16):
-        value = getattr(value, "__wrapped__", None)
-        if value is None:
-            return False
-        if value is record.new:
-            return True
-    return False
+    return any(inner is record.new for inner in wrapped_chain(value))

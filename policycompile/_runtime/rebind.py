@@ -10,6 +10,7 @@ import sys
 import threading
 import types
 import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._engine.containers import in_containers, items
@@ -20,21 +21,20 @@ from .._errors import PolicyWarning
 from .references import unreached
 
 
-class _Firsts(dict[int, Any]):
+class _Firsts(Mapping[int, Any]):
     """``{id: wrapper}`` read from ``{id: (wrapper, original)}`` without building it."""
 
     def __init__(self, pairs: dict[int, tuple[Any, Any]]) -> None:
-        super().__init__()
         self.pairs = pairs
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.pairs
 
     def __getitem__(self, key: int) -> Any:
         return self.pairs[key][0]
 
-    def __bool__(self) -> bool:
-        return bool(self.pairs)
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
 
 def unwrapped(value: Any, wrappers: dict[int, tuple[Any, Any]]) -> Any:

@@ -177,9 +177,35 @@ def test_explain_lists_losers_with_the_deciding_criterion() -> None:
     assert loser.why == "matches a shallower node ('pkg.mod', depth 2 < 3)"
 
 
-def test_resolve_is_cached() -> None:
-    t = tree({"pkg.**": T})
-    assert t.resolve("pkg.a.b") is t.resolve("pkg.a.b")
+def test_resolve_is_shared_by_names_the_same_rules_match() -> None:
+    t = tree({"pkg.**": T, "pkg.a.special": F})
+    assert t.resolve("pkg.a.b").decisions is t.resolve("pkg.z.c").decisions
+    assert t.resolve("pkg.a.special").decisions is not t.resolve("pkg.a.other").decisions
+
+
+def test_shared_resolutions_equal_a_fresh_tree_for_each_name() -> None:
+    rules = {"pkg.**": T, "pkg.a.*": F, "pkg.a:C.*": T, "pkg.*.deep.x": F, "pkg.b:f": F}
+    rules |= {"other.c": T}
+    names = [
+        "pkg.a.b",
+        "pkg.a:C.m",
+        "pkg.a:D.m",
+        "pkg.q.deep.x",
+        "pkg.b:f",
+        "pkg.b:g",
+        "pkg.a.C.m",
+        "pkg.a",
+        "pkg",
+        "pkg.q:deep.x",
+        "other.c",
+        "other.c:f",
+    ]
+    shared = tree(rules)
+    for name in names * 2:  # the second time from the caches
+        fresh = tree(rules)
+        for direct in (frozenset(), frozenset({"error_on_graph_break"})):
+            assert shared.resolve(name, direct) == fresh.resolve(name, direct), name
+            assert shared.matches(name) == fresh.matches(name), name
 
 
 def test_covers_package() -> None:
@@ -237,3 +263,14 @@ def test_overlap_witness(a: str, b: str, overlaps: bool) -> None:
         assert t.resolve(witness).decisions[EOGB].direct
         t = tree({b: T})
         assert t.resolve(witness).decisions[EOGB].direct
+
+
+def test_names_below_a_trailing_double_star_match_as_if_walked() -> None:
+    # below `deep.**` nothing but '**' leads on: the matches are not walked segment by
+    # segment; they must be what the walk of the same name without ':' finds
+    t = tree({"deep.**": T, "deep.a.**": F, "other.x": T})
+    names = ["deep.a:B.c", "deep.a:f", "deep.a.b:C.d.e", "deep.a", "deep:f"]
+    names += ["deep.x:B.c", "deep.x:f", "deep.x:B.c.d", "deep.x.y:f", "deep.x.y:C.d"]
+    for name in names:
+        assert t.matches(name) == t.matches(name.replace(":", ".")), name
+        assert t.resolve(name).values() == t.resolve(name.replace(":", ".")).values(), name

@@ -3,7 +3,6 @@ nothing are located errors), each decided into a plan, without changing anything
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 import importlib.util
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import PolicyError, PolicyTargetError
-from .._policy.patterns import split_name
 from .._policy.policy import Policy
 from .._policy.tree import Rule
 from .containers import Held, in_containers
@@ -52,6 +50,13 @@ class ModulePlan:
     deferred: bool = False
 
 
+def _wrapped_as(raw: Any, name: str) -> bool:
+    """Whether ``raw`` (a function, or a static or class method) is the policy's wrapper for
+    ``name`` already (nothing to plan)."""
+    ours = patch_info(raw)
+    return ours is not None and ours.name == name
+
+
 def plan_module(
     policy: Policy,
     module: types.ModuleType,
@@ -77,8 +82,9 @@ def plan_module(
     if name is None or not policy.tree.covers_module(name):
         return result
     targets: list[Target] = []
-    if only is None:
-        targets.extend(_exact_targets(policy, module, name, result))
+    if only is None:  # (module_targets leaves out what is the policy's already; these too)
+        exact = _exact_targets(policy, module, name, result)
+        targets.extend(t for t in exact if not _wrapped_as(t.raw, t.name))
     if is_internal(name):
         for target in targets:
             result.problems.append(_internal(target, policy))
@@ -86,7 +92,7 @@ def plan_module(
     # Exact rules first: a rule that names an object through an alias (`Public = Impl`,
     # a re-export, a lambda) decides it under the name the rule gives.
     skipped: list[tuple[str, str]] = []
-    targets.extend(module_targets(module, only, skipped))
+    targets.extend(module_targets(module, only, skipped, _wrapped_as))
     if reexports is not True:  # the re-export pass sees the same module a second time
         result.skipped = [
             f"{where.replace(':', '.', 1)}: {why}"
@@ -94,6 +100,7 @@ def plan_module(
             if policy.tree.matches(where)
         ]
     seen: set[tuple[int, str]] = set()
+    counted: set[int] = set()
     for target in targets:
         key = (id(target.owner), target.attr)
         if key in seen:
@@ -102,18 +109,13 @@ def plan_module(
         if reexports is not None and is_reexport(target) != reexports:
             result.deferred = result.deferred or not reexports
             continue
-        ours = patch_info(target.raw)
-        if ours is not None and ours.name == target.name:
-            continue
-        rules = policy.tree.matches(target.name)
-        matched.update(rules)
+        found = policy.tree.found(target.name)
+        if id(found) not in counted:  # shared by many names: their rules counted once
+            counted.add(id(found))
+            matched.update(rule for rule, _ in found)
         plan = decide(policy, target)
         if plan is None:
             continue
-        depth = len(split_name(target.name)[0])
-        exact = [r for r, d in rules.items() if d == depth and r.pattern.is_exact]
-        if exact:
-            plan = dataclasses.replace(plan, exact=exact[0])
         for note in plan.notes:
             log.debug("%s: %s", target.display, note)
         result.plans.append(plan)

@@ -3,6 +3,7 @@ have written and the rule behind each (docs/policy.md, "What a rule reaches").""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,7 +98,41 @@ def decide(policy: Policy, target: Target) -> Plan | None:
     module-level functions and the ``forward`` of ``nn.Module`` subclasses; other methods
     only from a rule that matches them; dunder methods other than ``__call__`` only from a
     rule that matches them.
+
+    A plan is a function of the rules that match the target's name (and at which depths),
+    the depth of the name, and what kind of member it is, except for compile entries (is
+    the function compiled already?) and inherited members (whose notes name the base): the
+    rest is decided once per such signature, so a module of thousands of functions under
+    one broad rule costs a few dictionary lookups per function.
     """
+    memo = policy.memo
+    key = (
+        "plan",
+        *policy.tree.signature(target.name),
+        target.kind is not Kind.FUNCTION and not target.is_forward,
+        _is_dunder(target.attr),
+    )
+    found: Any = memo.get(key, _UNDECIDED) if target.defined_in is None else _UNDECIDED
+    if found is _UNDECIDED:
+        plan = _decide(policy, target)
+        if target.defined_in is None and (plan is None or plan.compile is None):
+            memo[key] = None if plan is None else _fields(plan)
+        return plan
+    if found is None:
+        return None
+    fields: tuple[Any, ...] = found
+    return Plan(target, *fields)
+
+
+_UNDECIDED: Any = object()
+
+
+def _fields(plan: Plan) -> tuple[Any, ...]:
+    """Everything of ``plan`` but its target, in the order of Plan's fields."""
+    return tuple(getattr(plan, f.name) for f in dataclasses.fields(plan)[1:])
+
+
+def _decide(policy: Policy, target: Target) -> Plan | None:
     decisions = _reaching(policy, target)
     notes: list[str] = []
     want_compile, want_disable = _compile_or_disable(target, decisions, notes)
@@ -131,6 +166,8 @@ def decide(policy: Policy, target: Target) -> Plan | None:
         for k, d in sorted(entry_only.items())
         if k.startswith(CONFIG_PREFIX)
     }
+    depth = len(split_name(target.name)[0])
+    exact = [r for r, d in policy.tree.matches(target.name).items() if d == depth]
     return Plan(
         target,
         policy.resolve(target.name, _direct_only(target)).compile_options if want_compile else None,
@@ -138,6 +175,7 @@ def decide(policy: Policy, target: Target) -> Plan | None:
         None if eogb is None else bool(eogb.value),
         {key: policy.ref(d.winner) for key, d in kept.items()},
         tuple(notes),
+        exact=next((r for r in exact if r.pattern.is_exact), None),
         marks=marks,
         disable_recursive=recursive,
         dynamo_config=config or None,
@@ -147,12 +185,20 @@ def decide(policy: Policy, target: Target) -> Plan | None:
 
 def _direct_only(target: Target) -> frozenset[str]:
     """The keys that only a rule matching ``target`` itself may set."""
-    direct: set[str] = {ALLOW, CONSTANT}
-    if target.kind is not Kind.FUNCTION and not target.is_forward:
-        direct |= {COMPILE, NESTED}  # reach like compile
-    if _is_dunder(target.attr):
-        direct |= {COMPILE, EOGB, DISABLE, *MARKS}
-    return frozenset(direct)
+    return _DIRECT_ONLY[
+        (target.kind is not Kind.FUNCTION and not target.is_forward, _is_dunder(target.attr))
+    ]
+
+
+_DIRECT_ONLY = {
+    (method, dunder): frozenset(
+        {ALLOW, CONSTANT}
+        | ({COMPILE, NESTED} if method else set())  # reach like compile
+        | ({COMPILE, EOGB, DISABLE, *MARKS} if dunder else set())
+    )
+    for method in (False, True)
+    for dunder in (False, True)
+}
 
 
 def _reaching(policy: Policy, target: Target) -> dict[str, Decision]:
@@ -249,6 +295,6 @@ def _check_combinations(
 
 def patch_info(obj: Any) -> PatchInfo | None:
     """The PatchInfo of a policy wrapper (function or descriptor), else None."""
-    func = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
+    func = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
     info = getattr(func, "__policycompile__", None)
     return info if isinstance(info, PatchInfo) else None

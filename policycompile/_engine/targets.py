@@ -6,7 +6,7 @@ import enum
 import os
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,7 @@ def module_targets(
     module: types.ModuleType,
     only: str | None = None,
     skipped: list[tuple[str, str]] | None = None,
+    done: Callable[[Any, str], bool] | None = None,
 ) -> Iterator[Target]:
     """Functions the module defines, and the members of the classes it defines, recursively.
 
@@ -115,6 +116,9 @@ def module_targets(
     :param only: look at this one attribute of the module.
     :param skipped: receives (name, why) for each class that cannot be patched (a C type),
         when given.
+    :param done: ``done(function, name)`` says a function (the one under a static or class
+        method) needs no Target: it already is what the caller would make of it (the pass
+        after a module ran meets its definitions wrapped).
     """
     real = vars(module).get("__name__")
     name = policy_module_name(module)
@@ -128,7 +132,9 @@ def module_targets(
     for attr, raw in items:
         if type(raw) is types.FunctionType:
             if raw.__module__ == real and raw.__qualname__ == attr:
-                yield Target(f"{name}:{attr}", module, attr, raw, raw, Kind.FUNCTION, name)
+                full = f"{name}:{attr}"
+                if done is None or not done(raw, full):
+                    yield Target(full, module, attr, raw, raw, Kind.FUNCTION, name)
         elif is_class(raw) and _own(raw, "__module__") == real and raw.__qualname__ == attr:
             why = refuses_setattr(raw)
             if why is not None:
@@ -136,7 +142,7 @@ def module_targets(
                 if skipped is not None and any(unwrap(v) for v in vars(raw).values()):
                     skipped.append((f"{name}:{attr}", why))
                 continue
-            yield from class_targets(raw, name)
+            yield from class_targets(raw, name, done=done)
 
 
 def module_functions(module: types.ModuleType) -> Iterator[tuple[types.FunctionType, str]]:
@@ -153,27 +159,35 @@ def refuses_setattr(cls: type) -> str | None:
     return None  # a metaclass may refuse too: patching tries, and reports what it refuses
 
 
-def class_targets(cls: type, module: str, qualname: str | None = None) -> Iterator[Target]:
+def class_targets(
+    cls: type,
+    module: str,
+    qualname: str | None = None,
+    done: Callable[[Any, str], bool] | None = None,
+) -> Iterator[Target]:
     """The members stored in ``cls.__dict__`` (never ``getattr``, which binds), and nested
     classes; an ``nn.Module`` subclass without its own ``forward`` offers the inherited one.
 
     :param qualname: the path the policy reaches the class by, when not its ``__qualname__``
         (an alias such as ``Public = _Impl``, or a class made by a factory).
+    :param done: as for :func:`module_targets`.
     """
     qual = qualname or cls.__qualname__
     prefix = f"{module}:{qual}"
     module_class = is_module_class(cls)
     own = vars(cls)
     for attr, raw in list(own.items()):
-        if is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}":
-            yield from class_targets(raw, module, f"{qual}.{attr}")
-            continue
         found = unwrap(raw)
         if found is None:
+            if is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}":
+                yield from class_targets(raw, module, f"{qual}.{attr}", done)
             continue
         kind, func = found
+        full = f"{prefix}.{attr}"
+        if done is not None and done(func, full):
+            continue
         yield Target(
-            f"{prefix}.{attr}",
+            full,
             cls,
             attr,
             raw,
@@ -244,9 +258,16 @@ INTERNAL = ("torch._dynamo", "torch._inductor", "torch.compiler", "torch._guards
 def is_internal(module: str) -> bool:
     """Whether ``module`` is part of torch.compile's machinery (see INTERNAL) or of
     policycompile itself (its examples are ordinary code)."""
-    if module == "policycompile" or module.startswith("policycompile._"):
-        return True
-    return any(module == m or module.startswith(m + ".") for m in INTERNAL)
+    known = _INTERNAL.get(module)
+    if known is None:
+        known = module == "policycompile" or module.startswith("policycompile._")
+        known = known or any(module == m or module.startswith(m + ".") for m in INTERNAL)
+        if len(_INTERNAL) < 1 << 16:
+            _INTERNAL[module] = known
+    return known
+
+
+_INTERNAL: dict[str, bool] = {}  # module -> is_internal(module): asked at every definition
 
 
 def wrapped_chain(obj: Any, limit: int = 16) -> Iterator[Any]:

@@ -11,7 +11,7 @@ import inspect
 import itertools
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._observe.attribution import WRAPPER_FILE_PREFIX
 from .._observe.observer import Observer
@@ -30,12 +30,10 @@ from .targets import (
 )
 
 _EOGB_TEMPLATE = """
-def _pc_make(
-    _pc_fn, _pc_ctx, _pc_flags, _pc_value, _pc_is_compiling, _pc_raised, _pc_seen{defaults}
-):
+def _pc_make(_pc_fn):
     def wrapper({params}):
         if _pc_is_compiling():
-            with _pc_ctx:
+            with _pc_context(_pc_value):
                 return _pc_fn({args})
         _pc_prev = _pc_flags._error_on_graph_break
         if _pc_prev == _pc_value:
@@ -56,77 +54,131 @@ def _pc_make(
 """
 
 
-_GENERIC = ("*args, **kwargs", "*args, **kwargs", ())
-
-
 _VARARGS, _VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
 
 
 _LABELS = itertools.count(1)
 
 
-def _call_shape(func: types.FunctionType) -> tuple[str, str, tuple[Any, ...]]:
-    """Parameters and call arguments that accept exactly the calls ``func`` accepts.
+class _Shape(NamedTuple):
+    """How a function takes its parameters, without their names: one code object each."""
+
+    positional: int
+    positional_only: int
+    keyword_only: int
+    star: bool
+    starstar: bool
+
+    def placeholders(self) -> list[str]:
+        """The template's parameter names, in the order of the code's ``co_varnames``."""
+        names = [f"_pc_a{i}" for i in range(self.positional)]
+        names += [f"_pc_k{i}" for i in range(self.keyword_only)]
+        return names + ["_pc_v"] * self.star + ["_pc_w"] * self.starstar
+
+
+_GENERIC = (_Shape(0, 0, 0, True, True), ("args", "kwargs"))
+
+
+def _call_shape(func: types.FunctionType) -> tuple[_Shape, tuple[str, ...]]:
+    """The shape and parameter names of a wrapper that accepts exactly the calls ``func``
+    accepts.
 
     A wrapper with the function's own parameters skips packing ``*args, **kwargs`` (about a
     third of the eager overhead). They are read from what the interpreter binds calls with,
-    the code object and ``__defaults__``/``__kwdefaults__``, never from ``inspect.signature``:
-    a ``__signature__`` attribute may describe other parameters, and a default that happens
-    to be ``inspect.Parameter.empty`` is still a default. Defaults are passed in as the very
-    same objects. Anything else gets the generic form, which lets ``func`` bind the call.
+    the code object, never from ``inspect.signature``: a ``__signature__`` attribute may
+    describe other parameters. Anything else (a parameter named like the wrapper's own
+    ``_pc_`` names, defaults that do not fit) gets the generic form, which lets ``func`` bind
+    the call.
     """
     code = func.__code__
-    names = code.co_varnames
-    n_pos, n_posonly, n_kwonly = code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount
-    star = names[n_pos + n_kwonly] if code.co_flags & _VARARGS else None
-    index = n_pos + n_kwonly + (star is not None)
-    starstar = names[index] if code.co_flags & _VARKEYWORDS else None
-    every = [*names[: n_pos + n_kwonly], *filter(None, (star, starstar))]
-    if any(n.startswith("_pc_") or not n.isidentifier() for n in every):
+    n_pos, n_kwonly, flags = code.co_argcount, code.co_kwonlyargcount, code.co_flags
+    star, starstar = bool(flags & _VARARGS), bool(flags & _VARKEYWORDS)
+    every = code.co_varnames[: n_pos + n_kwonly + star + starstar]
+    if not all(map(str.isidentifier, every)) or " _pc_" in " " + " ".join(every):
         return _GENERIC
-    pos_defaults = func.__defaults__ or ()
-    kw_defaults = func.__kwdefaults__ or {}
-    if len(pos_defaults) > n_pos or not set(kw_defaults) <= set(names[n_pos : n_pos + n_kwonly]):
+    if func.__defaults__ is not None and len(func.__defaults__) > n_pos:
         return _GENERIC
-    params: list[str] = []
-    args: list[str] = []
-    defaults: list[Any] = []
-    first_default = n_pos - len(pos_defaults)
-    for i, name in enumerate(names[:n_pos]):
-        text = name
-        if i >= first_default:
-            text += f"=_pc_d{len(defaults)}"
-            defaults.append(pos_defaults[i - first_default])
-        params.append(text)
-        args.append(name)
-        if i == n_posonly - 1:
-            params.append("/")
-    if star is not None:
-        params.append("*" + star)
-        args.append("*" + star)
-    elif n_kwonly:
+    kw_defaults = func.__kwdefaults__
+    if kw_defaults and not set(kw_defaults) <= set(every[n_pos : n_pos + n_kwonly]):
+        return _GENERIC
+    return _Shape(n_pos, code.co_posonlyargcount, n_kwonly, star, starstar), every
+
+
+@functools.cache
+def _shape_code(shape: _Shape) -> types.CodeType:
+    """The wrapper's code for ``shape``, with placeholder names: compiled once per shape, its
+    names replaced per function (``co_varnames``, and the keyword names of its calls)."""
+    places = shape.placeholders()
+    positional = places[: shape.positional]
+    keyword = places[shape.positional : shape.positional + shape.keyword_only]
+    params = list(positional)
+    if shape.positional_only:
+        params.insert(shape.positional_only, "/")
+    args = list(positional)
+    if shape.star:
+        params.append("*_pc_v")
+        args.append("*_pc_v")
+    elif keyword:
         params.append("*")
-    for name in names[n_pos : n_pos + n_kwonly]:
-        text = name
-        if name in kw_defaults:
-            text += f"=_pc_d{len(defaults)}"
-            defaults.append(kw_defaults[name])
-        params.append(text)
-        args.append(f"{name}={name}")
-    if starstar is not None:
-        params.append("**" + starstar)
-        args.append("**" + starstar)
-    return ", ".join(params), ", ".join(args), tuple(defaults)
+    params += keyword
+    args += [f"{k}={k}" for k in keyword]
+    if shape.starstar:
+        params.append("**_pc_w")
+        args.append("**_pc_w")
+    source = _EOGB_TEMPLATE.format(params=", ".join(params), args=", ".join(args))
+    module = compile(source, "<policycompile error_on_graph_break wrapper>", "exec")
+    (make,) = (c for c in module.co_consts if isinstance(c, types.CodeType))
+    (code,) = (c for c in make.co_consts if isinstance(c, types.CodeType))
+    return code
 
 
-@functools.lru_cache(maxsize=256)
-def _eogb_factory(params: str, args: str, n_defaults: int) -> Callable[..., Any]:
-    names = "".join(f", _pc_d{i}" for i in range(n_defaults))
-    namespace: dict[str, Any] = {}
-    source = _EOGB_TEMPLATE.format(defaults=names, params=params, args=args)
-    exec(compile(source, "<policycompile error_on_graph_break wrapper>", "exec"), namespace)
-    factory: Callable[..., Any] = namespace["_pc_make"]
-    return factory
+_UNOBSERVED: dict[Any, dict[str, Any]] = {}
+
+
+def _wrapper_globals(value: bool, observer: Observer | None) -> dict[str, Any]:
+    """The globals of the wrappers that set ``value`` under ``observer``: what is the same
+    for all of them is looked up once, not held in cells of each (fewer objects per wrapper,
+    fewer garbage collections while a policy-covered module is imported)."""
+    table = observer.wrapper_globals if observer is not None else _UNOBSERVED
+    found = table.get(value)
+    if found is None:
+        import builtins
+
+        import torch._dynamo
+
+        found = table[value] = {
+            "__builtins__": builtins,
+            "_pc_is_compiling": _dynamo.is_dynamo_compiling(),
+            "_pc_flags": _dynamo.flag_module(),
+            "_pc_raised": _dynamo.graph_break_error(),
+            "_pc_value": value,
+            "_pc_context": torch._dynamo.error_on_graph_break,
+            "_pc_seen": observer.record_exception if observer is not None else _ignore,
+        }
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _named_code(shape: _Shape, names: tuple[str, ...]) -> types.CodeType:
+    """The wrapper's code for ``shape`` with these parameter names (``(self, hidden_states)``
+    recurs across a library: made once)."""
+    return _renamed(_shape_code(shape), dict(zip(shape.placeholders(), names, strict=True)))
+
+
+def _renamed(code: types.CodeType, names: dict[str, str]) -> types.CodeType:
+    """``code`` taking the function's own parameter names: in its locals, and where its call
+    passes keywords (a tuple of names, or one name when it builds a ``**`` dict)."""
+
+    def rename(const: Any) -> Any:
+        if isinstance(const, str):
+            return names.get(const, const)
+        if isinstance(const, tuple) and const and all(isinstance(k, str) for k in const):
+            return tuple(names.get(k, k) for k in const)
+        return const
+
+    consts = tuple(rename(c) for c in code.co_consts)
+    varnames = tuple(names.get(n, n) for n in code.co_varnames)
+    return code.replace(co_varnames=varnames, co_consts=consts)
 
 
 def _ignore(exc: BaseException) -> None:
@@ -153,32 +205,33 @@ def _eogb_wrapper(
     signature_of: types.FunctionType,
     *,
     filename: str = "<policycompile error_on_graph_break wrapper>",
-    seen: Callable[[BaseException], None] = _ignore,
+    observer: Observer | None = None,
 ) -> Callable[..., Any]:
     """``torch._dynamo.error_on_graph_break(value)(fn)``, with a lean eager path.
 
-    Under Dynamo, ``is_dynamo_compiling()`` folds to True and the wrapper traces exactly like
-    the hand decorator (the same context manager around the call). Eagerly it sets the same
+    Under Dynamo, ``is_dynamo_compiling()`` folds to True and the wrapper traces like the
+    hand decorator: the same context manager around the call, made where it is entered
+    (``with torch._dynamo.error_on_graph_break(value):``, as written inline in a compiled
+    function), so no wrapper holds one. One object shared by all would not do: Dynamo takes
+    an object entered by two nested wrappers for a context exited twice ("multiple
+    exits?"); one held by each wrapper is two more objects per wrapper. Eagerly it sets the same
     process-global flag, without the context manager's object and list bookkeeping, and
-    takes ``signature_of``'s own parameters instead of ``*args, **kwargs``. A graph break
-    that Dynamo raises on its way out is shown to ``seen`` (the report), then re-raised.
+    takes ``signature_of``'s own parameters instead of ``*args, **kwargs``, with its
+    defaults (the very same objects). A graph break that Dynamo raises on its way out is
+    shown to ``observer`` (the report), then re-raised.
     """
-    import torch._dynamo
-
-    ctx = torch._dynamo.error_on_graph_break(value)
-    params, args, defaults = _call_shape(signature_of)
-    factory = _eogb_factory(params, args, len(defaults))
-    wrapper: Callable[..., Any] = factory(
-        fn,
-        ctx,
-        _dynamo.flag_module(),
-        value,
-        _dynamo.is_dynamo_compiling(),
-        _dynamo.graph_break_error(),
-        seen,
-        *defaults,
+    shape, names = _call_shape(signature_of)
+    code = _named_code(shape, names).replace(co_filename=filename)
+    generic = names is _GENERIC[1]
+    wrapper = types.FunctionType(
+        code,
+        _wrapper_globals(value, observer),
+        code.co_name,
+        None if generic else signature_of.__defaults__,
+        (types.CellType(fn),),  # _pc_fn, its one free variable
     )
-    _relabel(wrapper, filename)
+    if not generic and signature_of.__kwdefaults__:
+        wrapper.__kwdefaults__ = dict(signature_of.__kwdefaults__)
     return wrapper
 
 
@@ -249,8 +302,7 @@ def build(
     if plan.error_on_graph_break is not None:
         value = plan.error_on_graph_break and not audit
         filename = label(f"error_on_graph_break({plan.error_on_graph_break})", target.display)
-        seen = observer.record_exception if observer is not None else _ignore
-        inner = _eogb_wrapper(inner, value, func, filename=filename, seen=seen)
+        inner = _eogb_wrapper(inner, value, func, filename=filename, observer=observer)
         inner = _keep_identity(inner, func)
         if observer is not None:
             observer.wrappers[filename] = plan
@@ -300,9 +352,14 @@ def _keep_identity(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Cal
     dataclass ``__is_defined_by_strict_decorator__`` are still found), but torch's marks.
     torch's own decorators copy no ``__dict__``: the one difference, on purpose
     (docs/apply.md, "Wrapping order")."""
-    functools.update_wrapper(wrapper, func, updated=())
+    for attr in functools.WRAPPER_ASSIGNMENTS:  # what functools.update_wrapper assigns
+        try:
+            value = getattr(func, attr)
+        except AttributeError:
+            continue
+        setattr(wrapper, attr, value)
     own = getattr(func, "__dict__", None)
-    if isinstance(own, dict):
+    if own and isinstance(own, dict):
         vars(wrapper).update((k, v) for k, v in own.items() if not k.startswith(_MARKS))
     wrapper.__wrapped__ = func  # type: ignore[attr-defined]
     return wrapper

@@ -103,6 +103,8 @@ class Observer:
         self.wrappers: dict[str, Any] = {}
         #: file name of a compile entry's trampoline (methods) -> its Plan
         self.entries: dict[str, Any] = {}
+        #: what the wrappers built under this observer share (the engine's, per value)
+        self.wrapper_globals: dict[Any, dict[str, Any]] = {}
         self._seen: set[tuple[tuple[str, str, int, str], int | None]] = set()
         self._stacks: dict[tuple[str, int], list[Frame]] = {}
         self._frame_regions: dict[int, RegionStats] = {}

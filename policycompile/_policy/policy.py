@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._errors import Position
 from .tree import Candidate, Explanation, Resolution, Rule, RuleRef, RuleTree, Setting
@@ -26,6 +27,11 @@ class Policy:
     fingerprint: str
     torch_version: str | None = None  # the torch the compile options were checked against
     tree: RuleTree = field(init=False, repr=False, compare=False, hash=False)
+    #: what the layers above compute as a pure function of the policy, once (plans by the
+    #: signature of a name, ``RuleRef`` objects): thousands of names share a few rules
+    memo: dict[Any, Any] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tree", RuleTree(self.rules, self.defaults))
@@ -49,9 +55,13 @@ class Policy:
             pattern, position = rule.source, rule.setting.position
         else:
             pattern, position = rule.pattern.text, rule.position
-        root = os.path.dirname(os.path.abspath(self.path))
-        origin = os.path.relpath(os.path.abspath(position.path), root).replace(os.sep, "/")
-        return RuleRef(pattern, position.path, position.line, origin)
+        key = ("ref", pattern, position.path, position.line)
+        ref = self.memo.get(key)
+        if ref is None:
+            root = os.path.dirname(os.path.abspath(self.path))
+            origin = os.path.relpath(os.path.abspath(position.path), root).replace(os.sep, "/")
+            ref = self.memo[key] = RuleRef(pattern, position.path, position.line, origin)
+        return ref
 
     def rule_at(self, pattern: str) -> Rule | None:
         """The rule written with exactly this pattern, if any."""

@@ -1,195 +1,39 @@
-"""Rules, the rule trie, and precedence: which rule sets each key of a name
-(docs/policy.md, "Precedence"). Pure: imports neither torch nor user code."""
+"""The rule trie and precedence: which rule sets each key of a name (docs/policy.md,
+"Precedence"). Pure: imports neither torch nor user code."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
-from .._errors import PolicyConflictError, Position
+from .._errors import PolicyConflictError
 from .keys import COMPILE, OPTION_PREFIX, thaw
 from .patterns import Glob, Pattern, split_name
+from .rules import (
+    Candidate,
+    Decision,
+    Explanation,
+    Loser,
+    Resolution,
+    Rule,
+    RuleRef,
+    Setting,
+    why_lost,
+)
+
+__all__ = [
+    "Candidate",
+    "Decision",
+    "Explanation",
+    "Loser",
+    "Resolution",
+    "Rule",
+    "RuleRef",
+    "RuleTree",
+    "Setting",
+]
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One key set by one rule, with the file position of the rule's pattern."""
-
-    key: str
-    value: Any
-    position: Position
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A pattern and the keys it sets. ``settings`` is ordered by key."""
-
-    pattern: Pattern
-    settings: tuple[Setting, ...]
-
-    def get(self, key: str) -> Setting | None:
-        """The setting for ``key``, if this rule sets it."""
-        for setting in self.settings:
-            if setting.key == key:
-                return setting
-        return None
-
-    @property
-    def position(self) -> Position:
-        """Where the pattern is written (the earliest layer that sets one of its keys)."""
-        return min(s.position for s in self.settings)
-
-
-@dataclass(frozen=True)
-class RuleRef:
-    """A rule as reports and plans name it: its pattern and where it is written.
-
-    Hashable, and the same in every process of a run: identity is the pattern, the line and
-    ``origin``, the file relative to the root policy's folder; ``file`` is how this process
-    names the file, for display only. A child process that loads the policy by its absolute
-    path, or a rank whose checkout is elsewhere, names the same rule.
-
-    :param site: not a policy rule but a ``torch.compile`` call of the program (``suggest``
-        observes those), at ``file:line``.
-    """
-
-    pattern: str
-    file: str = field(compare=False)
-    line: int
-    origin: str
-    site: bool = False
-
-    @property
-    def where(self) -> str:
-        """``file:line``."""
-        return f"{self.file}:{self.line}"
-
-    def __str__(self) -> str:
-        if self.site:
-            return f"torch.compile at {self.where}"
-        return f"{self.pattern} ({self.where})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``from_dict`` reads it back in another process)."""
-        return {
-            "pattern": self.pattern,
-            "file": self.file,
-            "line": self.line,
-            "origin": self.origin,
-            "site": self.site,
-        }
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> RuleRef:
-        return cls(
-            str(doc["pattern"]),
-            str(doc["file"]),
-            int(doc["line"]),
-            str(doc["origin"]),
-            bool(doc.get("site", False)),
-        )
-
-    @classmethod
-    def at_site(cls, file: str, line: int) -> RuleRef:
-        """A ``torch.compile`` call of the program, at ``file:line``."""
-        return cls("torch.compile", file, line, file, site=True)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A rule that sets a key for a name, matching the name or one of its ancestors."""
-
-    rule: Rule | None  # None for a file-level default (``compile:`` at the top of the file)
-    setting: Setting
-    depth: int  # number of name segments of the node it matched
-
-    @property
-    def specificity(self) -> tuple[int, int, int, int]:
-        if self.rule is None:
-            return (-1, 0, 0, 0)
-        return self.rule.pattern.specificity(self.depth)
-
-    @property
-    def source(self) -> str:
-        """The pattern, or ``compile:`` for a file-level default."""
-        return self.rule.pattern.text if self.rule is not None else "compile:"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The effective value of one key for one name, and the candidate that won it."""
-
-    key: str
-    winner: Candidate
-    direct: bool  # the winning rule matched the name itself, not an ancestor
-
-    @property
-    def value(self) -> Any:
-        return self.winner.setting.value
-
-    @property
-    def position(self) -> Position:
-        return self.winner.setting.position
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """Effective settings of one name: key -> Decision. Keys no rule sets are absent."""
-
-    name: str
-    decisions: Mapping[str, Decision]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The effective value of ``key``, or ``default``."""
-        decision = self.decisions.get(key)
-        return decision.value if decision is not None else default
-
-    @property
-    def compile_options(self) -> dict[str, Any]:
-        """The ``torch.compile`` keywords in effect (file-level defaults merged with rules)."""
-        return {
-            k[len(OPTION_PREFIX) :]: thaw(d.value)
-            for k, d in sorted(self.decisions.items())
-            if k.startswith(OPTION_PREFIX)
-        }
-
-    def values(self) -> dict[str, Any]:
-        """Key -> plain value."""
-        return {k: thaw(d.value) for k, d in sorted(self.decisions.items())}
-
-
-@dataclass(frozen=True)
-class Loser:
-    """A candidate that lost, and the criterion it lost on."""
-
-    candidate: Candidate
-    why: str
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """What ``explain`` shows: every key's decision and the candidates that lost."""
-
-    resolution: Resolution
-    losers: Mapping[str, tuple[Loser, ...]]
-
-
-def _why_lost(loser: Candidate, winner: Candidate, name: tuple[str, ...]) -> str:
-    if loser.rule is None:
-        return "a file-level default, which any rule overrides"
-    a, b = loser.specificity, winner.specificity
-    if a[0] != b[0]:
-        return f"fewer literal segments ({a[0]} < {b[0]})"
-    if a[1] != b[1]:
-        node = ".".join(name[: loser.depth])
-        return f"matches a shallower node ({node!r}, depth {a[1]} < {b[1]})"
-    if a[2] != b[2]:
-        return f"fewer segments mixing text and '*' ({a[2]} < {b[2]})"
-    if a[3] != b[3]:
-        return f"more '**' segments ({-a[3]} > {-b[3]})"
-    return "equally specific, same value"
+_Found = tuple[tuple[Rule, int], ...]  # matches: (rule, depth of the deepest node it matched)
 
 
 class _Node:
@@ -199,8 +43,16 @@ class _Node:
         self.literal: dict[str, _Node] = {}
         self.globs: dict[str, tuple[Glob, _Node]] = {}
         self.double: _Node | None = None
-        self.rules: list[Rule] = []
+        self.rules: list[int] = []  # indices into the tree's rules: ints hash for free
         self.loops = loops  # reached through '**': consumes any further segment
+
+
+def _sink(states: list[_Node]) -> tuple[int, ...] | None:
+    """The rules of ``states`` when nothing but ``**`` leads on from them (every further
+    segment reaches the very same states), else None."""
+    if all(n.loops and not n.literal and not n.globs and n.double is None for n in states):
+        return tuple(index for n in states for index in n.rules)
+    return None
 
 
 def _edge_key(pattern: Pattern, index: int) -> str:
@@ -220,16 +72,29 @@ class RuleTree:
         self.rules = tuple(rules)
         self.defaults = tuple(defaults)
         self._root = _Node()
-        self._cache: dict[tuple[str, frozenset[str]], Resolution] = {}
-        #: name -> matches(name): a name is asked for by the import hook, the plan and the
-        #: resolution in turn (a memo, cleared when it grows large)
-        self._matches: dict[str, dict[Rule, int]] = {}
+        #: name -> its matches, as one shared tuple per distinct result: a name is asked for
+        #: by the import hook, the plan and the resolution in turn (a memo, cleared when it
+        #: grows large; the shared tuples keep thousands of names from costing an object each)
+        self._matches: dict[str, _Found] = {}
+        self._covered: dict[str, bool] = {}  # module -> covers_module(module)
+        #: (module, depth) -> the matches of every name that deep below a module where only
+        #: '**' leads on
+        self._sunk: dict[tuple[str, int], _Found] = {}
+        self._shared: dict[tuple[tuple[int, int], ...], _Found] = {}
+        #: a module's segments -> the walk's states and matches (rule index -> depth) at the
+        #: module's end
+        self._modules: dict[
+            tuple[str, ...], tuple[list[_Node], dict[int, int], tuple[int, ...] | None]
+        ] = {}
+        #: (matches, depth of the name, direct-only keys) -> the decisions: the same for
+        #: every name that the same rules match at the same depths
+        self._decided: dict[tuple[int, int, frozenset[str]], Mapping[str, Decision]] = {}
         self._heads: set[str] = set()  # first segments, literal
         self._head_globs: list[Glob] = []
-        for rule in self.rules:
-            self._insert(rule)
+        for index, rule in enumerate(self.rules):
+            self._insert(rule, index)
 
-    def _insert(self, rule: Rule) -> None:
+    def _insert(self, rule: Rule, index: int) -> None:
         node = self._root
         for i, seg in enumerate(rule.pattern.segments):
             if seg == "**":
@@ -243,7 +108,7 @@ class RuleTree:
                 node = node.globs[key][1]
             else:
                 node = node.literal.setdefault(_edge_key(rule.pattern, i), _Node())
-        node.rules.append(rule)
+        node.rules.append(index)
         head = rule.pattern.segments[0]
         if "*" in head:
             self._head_globs.append(Glob(head))
@@ -272,8 +137,17 @@ class RuleTree:
     def covers_module(self, module: str) -> bool:
         """Whether any rule can match ``module``, an ancestor of it, or something inside it.
 
-        The import hook asks this for every import: a dict lookup for uncovered packages.
+        The import hook asks this for every import: a dict lookup for uncovered packages;
+        the answer for a covered module is remembered (each definition asks again).
         """
+        known = self._covered.get(module)
+        if known is None:
+            if len(self._covered) >= 1 << 16:
+                self._covered.clear()
+            known = self._covered[module] = self._covers_module(module)
+        return known
+
+    def _covers_module(self, module: str) -> bool:
         segments = module.split(".")
         if not self.covers_package(segments[0]):
             return False
@@ -297,18 +171,77 @@ class RuleTree:
 
     def matches(self, name: str) -> dict[Rule, int]:
         """Every rule matching ``name`` or an ancestor, with the deepest node it matched."""
+        return dict(self.found(name))
+
+    def signature(self, name: str) -> tuple[int, int]:
+        """Two names with the same signature have the same rules matching them at the same
+        depths, and the same depth: everything precedence decides by (``resolve``)."""
+        # the number of segments split_name makes, without making them
+        return id(self.found(name)), name.count(".") + 1 + (":" in name)
+
+    def found(self, name: str) -> _Found:
+        """``matches(name)`` as (rule, depth) pairs: one tuple shared by every name with the
+        same matches (compare them by identity)."""
         found = self._matches.get(name)
         if found is None:
             if len(self._matches) >= 1 << 16:
                 self._matches.clear()
-            found = self._matches[name] = self._match(name)
-        return dict(found)
+                self._modules.clear()
+                self._sunk.clear()
+            module, colon, _ = name.partition(":")
+            # below a module where only '**' leads on, the depth alone decides
+            sunk = (module, name.count(".") + 2) if colon else None
+            found = self._sunk.get(sunk) if sunk is not None else None
+            if found is None:
+                matched, below_sink = self._match(name)
+                key = tuple(matched.items())
+                found = self._shared.get(key)
+                if found is None:
+                    found = self._shared[key] = tuple((self.rules[i], d) for i, d in key)
+                if below_sink and sunk is not None:
+                    self._sunk[sunk] = found
+            self._matches[name] = found
+        return found
 
-    def _match(self, name: str) -> dict[Rule, int]:
+    def _match(self, name: str) -> tuple[dict[int, int], bool]:
+        """Rule index -> the depth of the deepest node it matched; and whether only '**'
+        leads on below the name's module (then every name as deep matches alike)."""
         segments, module_end = split_name(name)
-        found: dict[Rule, int] = {}
-        states = self._closure([self._root])
-        for j, seg in enumerate(segments):
+        if module_end is None:
+            found: dict[int, int] = {}
+            self._walk(self._closure([self._root]), segments, 0, None, found)
+            return found, False
+        # Every name of a module walks the module's segments alike: walked once per module.
+        module = segments[:module_end]
+        at_end = self._modules.get(module)
+        if at_end is None:
+            found = {}
+            states = self._walk(self._closure([self._root]), segments, 0, module_end, found)
+            at_end = self._modules[module] = (states, found, _sink(states))
+        states, found, sink = at_end[0], dict(at_end[1]), at_end[2]
+        if sink is None:
+            self._walk(states, segments, module_end, module_end, found)
+        elif len(segments) > module_end:
+            # Only '**' is left (``pkg.**``): each further segment meets the same rules, so
+            # they end at the name's depth, without a walk.
+            found.update((index, len(segments)) for index in sink)
+        return found, sink is not None
+
+    def _walk(
+        self,
+        states: list[_Node],
+        segments: tuple[str, ...],
+        start: int,
+        module_end: int | None,
+        found: dict[int, int],
+    ) -> list[_Node]:
+        """The states after ``segments[start:]`` (up to ``module_end`` when ``start`` is 0
+        and the name has one), adding the rules met to ``found``."""
+        stop = module_end if start == 0 and module_end is not None else len(segments)
+        for j in range(start, stop):
+            if not states:
+                break
+            seg = segments[j]
             boundary = module_end is None or module_end == j
             nxt: list[_Node] = []
             for node in states:
@@ -324,20 +257,21 @@ class RuleTree:
                         nxt.append(gchild)
                 if node.loops:
                     nxt.append(node)
-            if not nxt:
-                break
             states = self._closure(nxt)
             for node in states:
                 for rule in node.rules:
                     found[rule] = j + 1
-        return found
+        return states
 
     def candidates(self, name: str) -> dict[str, list[Candidate]]:
         """Key -> the candidates that set it for ``name``, best first."""
+        return self._candidates(self.found(name))
+
+    def _candidates(self, found: _Found) -> dict[str, list[Candidate]]:
         out: dict[str, list[Candidate]] = {}
         for setting in self.defaults:
             out.setdefault(setting.key, []).append(Candidate(None, setting, 0))
-        for rule, depth in self.matches(name).items():
+        for rule, depth in found:
             for setting in rule.settings:
                 out.setdefault(setting.key, []).append(Candidate(rule, setting, depth))
         for cands in out.values():
@@ -351,13 +285,14 @@ class RuleTree:
             inheritance from an ancestor).
         :raises PolicyConflictError: two equally specific rules disagree on a key.
         """
-        cache_key = (name, direct_only)
-        cached = self._cache.get(cache_key)
-        if cached is not None:
-            return cached
+        found = self.found(name)
         depth = len(split_name(name)[0])
+        cache_key = (id(found), depth, direct_only)
+        cached = self._decided.get(cache_key)
+        if cached is not None:
+            return Resolution(name, cached)
         decisions: dict[str, Decision] = {}
-        for key, cands in self.candidates(name).items():
+        for key, cands in self._candidates(found).items():
             if key in direct_only or (key.startswith(OPTION_PREFIX) and COMPILE in direct_only):
                 cands = [c for c in cands if c.depth == depth or c.rule is None]
             if not cands:
@@ -373,9 +308,8 @@ class RuleTree:
         if entry is None or entry.value is not True:
             # Compile options only mean something on a compile entry.
             decisions = {k: d for k, d in decisions.items() if not k.startswith(OPTION_PREFIX)}
-        result = Resolution(name, decisions)
-        self._cache[cache_key] = result
-        return result
+        self._decided[cache_key] = decisions  # shared: never changed once made
+        return Resolution(name, decisions)
 
     def explain(self, name: str) -> Explanation:
         """Like :meth:`resolve`, with the losing candidates and why each lost."""
@@ -387,7 +321,7 @@ class RuleTree:
                 continue
             winner = resolution.decisions[key].winner
             losers[key] = tuple(
-                Loser(c, _why_lost(c, winner, segments)) for c in cands if c != winner
+                Loser(c, why_lost(c, winner, segments)) for c in cands if c != winner
             )
 
         return Explanation(resolution, losers)

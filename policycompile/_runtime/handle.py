@@ -220,7 +220,7 @@ class PolicyHandle(Rebinding):
         ``name``: what the statement binds instead, as if the policy's decorators were written
         innermost on it (the function's wrapper; a class, its methods wrapped in place)."""
         if self.active and (
-            is_class(obj) or self.policy.tree.matches(f"{policy_module_name(module)}:{name}")
+            is_class(obj) or self.policy.tree.found(f"{policy_module_name(module)}:{name}")
         ):
             namespace = vars(module)
             before = namespace.get(name, MISSING)
@@ -340,8 +340,10 @@ class PolicyHandle(Rebinding):
             for record in done:
                 self._wrappers[id(record.new)] = (record.new, record.original)
             self._matched |= matched
-        for record in done:
-            log.info("patched %s: %s", record.plan.target.display, " ".join(record.plan.decorators))
+        if log.isEnabledFor(logging.INFO):
+            for record in done:
+                what = record.plan
+                log.info("patched %s: %s", what.target.display, " ".join(what.decorators))
         return done
 
     def _report_problems(self, plan: ModulePlan) -> None:

@@ -30,6 +30,9 @@ class _Firsts(Mapping[int, Any]):
     def __getitem__(self, key: int) -> Any:
         return self.pairs[key][0]
 
+    def __contains__(self, key: object) -> bool:  # asked of every item of every container:
+        return key in self.pairs  # the dict's own lookup, not Mapping's try/KeyError
+
     def __iter__(self) -> Iterator[int]:
         return iter(self.pairs)
 
@@ -110,8 +113,7 @@ class Rebinding:
                 originals.setdefault(id(r.original), r)
         if not originals:
             return
-        with self._lock:
-            patched = {(id(e.owner), e.attr) for e in self._journal if isinstance(e, Record)}
+        patched: set[tuple[int, str]] | None = None  # made when first needed: it is long
         refused: list[tuple[str, Record, Exception]] = []
         for module in modules:
             module_name = vars(module).get("__name__")
@@ -121,6 +123,11 @@ class Rebinding:
                 record = originals.get(id(value))
                 if record is None or value is not record.original:
                     continue
+                if patched is None:
+                    with self._lock:
+                        patched = {
+                            (id(e.owner), e.attr) for e in self._journal if isinstance(e, Record)
+                        }
                 if (id(module), name) in patched:
                     continue
                 with self._lock:

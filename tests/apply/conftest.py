@@ -87,9 +87,14 @@ def modules(tmp_path: Path) -> Iterator[Modules]:
     yield Modules(root, uuid.uuid4().hex[:8])
     sys.path.remove(str(root))
     for name in set(sys.modules) - before:
-        # torch's own modules stay: some register global state when first imported (torch
-        # 2.9's torch._dynamo.package, imported by the first compile, asserts on a second)
-        if name != "torch" and not name.startswith("torch."):
+        # Only the test's own modules are forgotten. A library first imported during the
+        # test stays: forgotten, it would be imported again beside the objects of its first
+        # import (policycompile's Policy class twice, so isinstance fails; PyYAML's C loader
+        # holding the first yaml.nodes, so every node's tag is None), and some register
+        # global state when first imported (torch 2.9's torch._dynamo.package asserts on a
+        # second).
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if isinstance(file, str) and Path(file).is_relative_to(root):
             del sys.modules[name]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from policycompile._engine.targets import module_targets
-from policycompile._engine.wrappers import _call_shape, _eogb_wrapper, _keep_identity
+from policycompile._engine.wrappers import _call_shape, _eogb_wrapper, _keep_identity, _shape_code
 
 
 def wrap(fn: types.FunctionType) -> Callable[..., Any]:
@@ -124,6 +124,10 @@ def defaults(a, b=[], *, c=None):  # type: ignore[no-untyped-def]  # noqa: B006
     return (a, b, c)
 
 
+def two(x, y):  # type: ignore[no-untyped-def]
+    return (x, y)
+
+
 def posonly(a, /, b, *, k):  # type: ignore[no-untyped-def]
     return (a, b, k)
 
@@ -162,7 +166,8 @@ liar.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 
 lam = lambda x, y=2: (x, y)  # noqa: E731
 
-ODD = [plain, defaults, posonly, posonly_defaults, varargs, kwonly, clash, last, mid, liar, lam]
+ODD = [plain, two, defaults, posonly, posonly_defaults, varargs, kwonly, clash, last, mid, liar]
+ODD.append(lam)
 
 
 @pytest.mark.parametrize("fn", ODD, ids=lambda f: f.__name__)
@@ -203,10 +208,16 @@ def test_signature_and_specialisation() -> None:
             continue
         own = inspect.signature(wrap(fn), follow_wrapped=False)
         assert own == inspect.signature(fn, follow_wrapped=False), fn
-    assert _call_shape(plain)[0] == "a, b"
-    assert _call_shape(posonly)[0] == "a, /, b, *, k"
-    assert _call_shape(varargs)[0] == "a, *rest, key=_pc_d0, **extra"
-    assert _call_shape(clash)[0] == "*args, **kwargs"  # a name of ours: the generic form
+
+    def own(fn: types.FunctionType) -> str:
+        return str(inspect.signature(wrap(fn), follow_wrapped=False))
+
+    assert own(plain) == "(a, b)"
+    assert own(posonly) == "(a, /, b, *, k)"
+    assert own(varargs) == "(a, *rest, key=1, **extra)"
+    assert own(clash) == "(*args, **kwargs)"  # a name of ours: the generic form
+    # one code object per shape, whatever the names: (a, b) and (x, y) share it
+    assert _shape_code(_call_shape(plain)[0]) is _shape_code(_call_shape(two)[0])
 
 
 # -- every function of real libraries -----------------------------------------------------

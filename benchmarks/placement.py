@@ -1,8 +1,10 @@
 """The cost of definition-time placement (docs/apply.md, "Where the wrapper sits"): importing
 15 transformers modeling modules under a broad rule (``transformers.**``), with the cache of
 rewritten code empty (cold) and filled (warm), against the plain import, and against the same
-policy applied after the import (the modules patched once they ran, no rewrite). Fresh
-processes, interleaved; the bytecode of everything else is cached in a prefix of the run's
+policy applied after the import (the modules patched once they ran, no rewrite), and against
+what hand-written decorators would cost: the plain import, then torch's own
+``error_on_graph_break`` applied to the functions and methods of the modules it imported.
+Fresh processes, interleaved; the bytecode of everything else is cached in a prefix of the run's
 own, filled before measuring, so the plain import reads cached bytecode as installed."""
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ MODELS = (
     "opt",
 )
 MODULES = [f"transformers.models.{m}.modeling_{m}" for m in MODELS]
-RUNS = 5
+RUNS = 9
 
 PROBE = """
 import importlib, json, sys, time
@@ -43,15 +45,29 @@ import torch, torch._dynamo, transformers  # the same for every mode: out of the
 import policycompile
 mode, policy = sys.argv[1], sys.argv[2]
 handle = policycompile.apply(policy) if mode == "before" else None
+before = set(sys.modules)
 start = time.perf_counter()
 for name in {modules!r}:
     importlib.import_module(name)
 imported = time.perf_counter() - start
 if mode == "after":
     handle = policycompile.apply(policy)
+decorated = 0
+if mode == "hand":  # what the decorators themselves cost, written on the same objects
+    from policycompile._engine.targets import module_targets
+    fresh = [sys.modules[n] for n in sorted(set(sys.modules) - before)
+             if n.startswith("transformers.")]
+    targets = [t for m in fresh for t in module_targets(m)
+               if not (t.attr.startswith("__") and t.attr != "__call__")]
+    begin = time.perf_counter()
+    for t in targets:
+        wrapped = torch._dynamo.error_on_graph_break(True)(t.func)
+        setattr(t.owner, t.attr, wrapped if t.raw is t.func else type(t.raw)(wrapped))
+    decorated = len(targets)
+    imported += time.perf_counter() - begin
 total = time.perf_counter() - start
 print(json.dumps({{"import": imported, "total": total,
-                  "patched": len(handle.records) if handle else 0}}))
+                  "patched": len(handle.records) if handle else decorated}}))
 """
 
 
@@ -87,10 +103,19 @@ def run() -> dict[str, object]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env |= {"PYTHONPYCACHEPREFIX": str(prefix), "HF_HUB_OFFLINE": "1"}
         _once(env, "plain", policy)  # fills the bytecode cache of everything
-        times: dict[str, list[float]] = {"plain": [], "cold": [], "warm": [], "after": []}
-        patched = 0.0
+        times: dict[str, list[float]] = {
+            "plain": [],
+            "hand": [],
+            "cold": [],
+            "warm": [],
+            "after": [],
+        }
+        patched = decorated = 0.0
         for _ in range(RUNS):  # interleaved, so that the machine's load falls on all
             times["plain"].append(_once(env, "plain", policy)["import"])
+            hand = _once(env, "hand", policy)
+            times["hand"].append(hand["import"])
+            decorated = hand["patched"]
             assert _forget_rewrites(prefix) or not times["cold"], "no cached rewrite found"
             times["cold"].append(_once(env, "before", policy)["import"])
             warm = _once(env, "before", policy)
@@ -104,7 +129,10 @@ def run() -> dict[str, object]:
     out["warm_ratio"] = statistics.median(times["warm"]) / plain
     out["cold_ratio"] = statistics.median(times["cold"]) / plain
     out["after_ratio"] = statistics.median(times["after"]) / plain
+    out["hand_ratio"] = statistics.median(times["hand"]) / plain
+    out["warm_to_hand"] = statistics.median(times["warm"]) / statistics.median(times["hand"])
     out["patched"] = patched
+    out["decorated"] = decorated
     return out
 
 
@@ -119,11 +147,15 @@ def report(results: dict[str, object]) -> str:
             f"Import of {len(MODULES)} transformers modeling modules, rule transformers.** "
             f"({results['patched']:.0f} objects wrapped; {RUNS} fresh processes each):",
             f"  plain import, no policy:             {t('plain')}",
+            f"  plain import, decorators by hand:    {t('hand')}"
+            f" (torch's error_on_graph_break on {results['decorated']:.0f} objects)",
             f"  apply, then import, cache cold:      {t('cold')}",
             f"  apply, then import, cache warm:      {t('warm')}",
             f"  import, then apply (no rewrite):     {t('after')}",
             f"  warm / plain: {results['warm_ratio']:.2f} (goal <= 1.10); "
             f"cold / plain: {results['cold_ratio']:.2f}; "
-            f"after / plain: {results['after_ratio']:.2f}",
+            f"after / plain: {results['after_ratio']:.2f}; "
+            f"decorators by hand / plain: {results['hand_ratio']:.2f}; "
+            f"warm / decorators by hand: {results['warm_to_hand']:.2f}",
         ]
     )

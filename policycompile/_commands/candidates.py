@@ -86,19 +86,6 @@ _LAUNCHER_ENV = (
 )
 
 
-def ranks() -> tuple[int, int, int]:
-    """(rank, world size, ranks on this node) of a torchrun job; (0, 1, 1) outside one."""
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(os.environ.get(name, "") or default)
-        except ValueError:
-            return default
-
-    world = number("WORLD_SIZE", 1)
-    return number("RANK", 0), world, number("LOCAL_WORLD_SIZE", world)
-
-
 def _launcher(world: int) -> list[str]:
     """How a candidate starts: one process, or a torchrun job of ``world`` ranks on a port of
     its own, so that every rank runs the same candidate."""

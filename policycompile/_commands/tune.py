@@ -20,9 +20,10 @@ from .._policy.load import load
 from .._runtime.api import apply
 from . import files
 from . import suggest as write
-from .candidates import Candidate, Measured, judge, ranks, run_candidate
+from .candidates import Candidate, Measured, judge, run_candidate
 from .program import EXIT_OK, EXIT_USAGE, Outcome
 from .suggesting import Suggesting
+from .tuning import ranks
 
 GOALS = ("cold", "steady", "memory")
 

@@ -24,6 +24,19 @@ from .._runtime.handle import PolicyHandle
 ENV = "POLICYCOMPILE_TUNE"
 
 
+def ranks() -> tuple[int, int, int]:
+    """(rank, world size, ranks on this node) of a torchrun job; (0, 1, 1) outside one."""
+
+    def number(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, "") or default)
+        except ValueError:
+            return default
+
+    world = number("WORLD_SIZE", 1)
+    return number("RANK", 0), world, number("LOCAL_WORLD_SIZE", world)
+
+
 class EntryTimer:
     """Times the calls of ``entry`` (a region name: ``pkg.mod.Model.forward``,
     ``pkg.mod.step``) and writes them, with the first call's tensors, to ``out`` at exit."""
@@ -92,7 +105,7 @@ class EntryTimer:
         return timed
 
     def save(self) -> None:
-        if os.environ.get("RANK", "0") not in ("", "0"):
+        if ranks()[0] != 0:
             return  # rank 0 speaks for a torchrun job (every rank runs the same candidate)
         doc = {"entry": self.entry, "first_done": self.first_done, "calls": self.calls}
         with open(self.out, "w", encoding="utf-8") as f:

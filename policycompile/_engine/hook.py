@@ -11,7 +11,7 @@ import types
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing: start-up uses this
 if TYPE_CHECKING:  # (nor collections: start-up watches for torch with this module)
     import importlib.machinery
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
 
@@ -50,10 +50,14 @@ def _imported_since(last: str | None) -> list[types.ModuleType]:
     after it (a dict keeps its order; an import adds its name at the end). Without ``last``
     any more, every module: more to look at, none missed. (Two sets of the thousands of
     names of ``sys.modules`` per import cost a tenth of the import of a model.)"""
+
+    def newer(names: Iterable[str]) -> list[str]:
+        return list(itertools.takewhile(lambda n: n != last, names))
+
     try:
-        names = list(itertools.takewhile(lambda n: n != last, reversed(sys.modules)))
+        names = newer(reversed(sys.modules))
     except RuntimeError:  # another thread imported meanwhile: again, from a copy
-        names = list(itertools.takewhile(lambda n: n != last, reversed(list(sys.modules))))
+        names = newer(reversed(list(sys.modules)))
     names.reverse()
     return [m for n in names if isinstance(m := sys.modules.get(n), types.ModuleType)]
 

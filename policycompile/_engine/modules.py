@@ -17,7 +17,7 @@ from .._errors import PolicyError, PolicyTargetError
 from .._policy.policy import Policy
 from .._policy.tree import Rule
 from .containers import Held, in_containers
-from .plan import Plan, decide, patch_info
+from .plan import Plan, decide, patch_info, wrapped_as
 from .targets import (
     Kind,
     Target,
@@ -50,13 +50,6 @@ class ModulePlan:
     deferred: bool = False
 
 
-def _wrapped_as(raw: Any, name: str) -> bool:
-    """Whether ``raw`` (a function, or a static or class method) is the policy's wrapper for
-    ``name`` already (nothing to plan)."""
-    ours = patch_info(raw)
-    return ours is not None and ours.name == name
-
-
 def plan_module(
     policy: Policy,
     module: types.ModuleType,
@@ -84,7 +77,7 @@ def plan_module(
     targets: list[Target] = []
     if only is None:  # (module_targets leaves out what is the policy's already; these too)
         exact = _exact_targets(policy, module, name, result)
-        targets.extend(t for t in exact if not _wrapped_as(t.raw, t.name))
+        targets.extend(t for t in exact if not wrapped_as(t.raw, t.name))
     if is_internal(name):
         for target in targets:
             result.problems.append(_internal(target, policy))
@@ -92,7 +85,7 @@ def plan_module(
     # Exact rules first: a rule that names an object through an alias (`Public = Impl`,
     # a re-export, a lambda) decides it under the name the rule gives.
     skipped: list[tuple[str, str]] = []
-    targets.extend(module_targets(module, only, skipped, _wrapped_as))
+    targets.extend(module_targets(module, only, skipped, wrapped_as))
     if reexports is not True:  # the re-export pass sees the same module a second time
         result.skipped = [
             f"{where.replace(':', '.', 1)}: {why}"

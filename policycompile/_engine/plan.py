@@ -167,7 +167,7 @@ def _decide(policy: Policy, target: Target) -> Plan | None:
         if k.startswith(CONFIG_PREFIX)
     }
     depth = len(split_name(target.name)[0])
-    exact = [r for r, d in policy.tree.matches(target.name).items() if d == depth]
+    exact = [r for r, d in policy.tree.found(target.name) if d == depth]
     return Plan(
         target,
         policy.resolve(target.name, _direct_only(target)).compile_options if want_compile else None,
@@ -298,3 +298,9 @@ def patch_info(obj: Any) -> PatchInfo | None:
     func = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
     info = getattr(func, "__policycompile__", None)
     return info if isinstance(info, PatchInfo) else None
+
+
+def wrapped_as(obj: Any, name: str) -> bool:
+    """Whether ``obj`` is the policy's wrapper for ``name`` already (nothing to patch)."""
+    info = patch_info(obj)
+    return info is not None and info.name == name

@@ -209,18 +209,19 @@ class RuleTree:
         segments, module_end = split_name(name)
         if module_end is None:
             found: dict[int, int] = {}
-            self._walk(self._closure([self._root]), segments, 0, None, found)
+            self._walk(self._closure([self._root]), segments, 0, len(segments), None, found)
             return found, False
         # Every name of a module walks the module's segments alike: walked once per module.
         module = segments[:module_end]
         at_end = self._modules.get(module)
         if at_end is None:
             found = {}
-            states = self._walk(self._closure([self._root]), segments, 0, module_end, found)
+            root = self._closure([self._root])
+            states = self._walk(root, segments, 0, module_end, module_end, found)
             at_end = self._modules[module] = (states, found, _sink(states))
         states, found, sink = at_end[0], dict(at_end[1]), at_end[2]
         if sink is None:
-            self._walk(states, segments, module_end, module_end, found)
+            self._walk(states, segments, module_end, len(segments), module_end, found)
         elif len(segments) > module_end:
             # Only '**' is left (``pkg.**``): each further segment meets the same rules, so
             # they end at the name's depth, without a walk.
@@ -232,12 +233,12 @@ class RuleTree:
         states: list[_Node],
         segments: tuple[str, ...],
         start: int,
+        stop: int,
         module_end: int | None,
         found: dict[int, int],
     ) -> list[_Node]:
-        """The states after ``segments[start:]`` (up to ``module_end`` when ``start`` is 0
-        and the name has one), adding the rules met to ``found``."""
-        stop = module_end if start == 0 and module_end is not None else len(segments)
+        """The states after ``segments[start:stop]`` of a name whose module ends at
+        ``module_end`` (None: a name without ':'), adding the rules met to ``found``."""
         for j in range(start, stop):
             if not states:
                 break

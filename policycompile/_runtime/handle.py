@@ -14,7 +14,7 @@ from typing import Any
 from .._engine import hook as _hook
 from .._engine.journal import MISSING, AliasRecord, HookRecord, Record, SlotRecord
 from .._engine.modules import ModulePlan, plan_module
-from .._engine.plan import Plan, patch_info
+from .._engine.plan import Plan, wrapped_as
 from .._engine.rewrite import DefiningLoader, rewritable
 from .._engine.targets import is_class, module_functions, policy_module_name, wrapped_chain
 from .._engine.wrappers import build
@@ -308,8 +308,7 @@ class PolicyHandle(Rebinding):
                 for p in plan.plans:
                     owner, attr = p.target.owner, p.target.attr
                     original = vars(owner).get(attr, MISSING)
-                    ours = patch_info(original)
-                    if ours is not None and ours.name == p.target.name:
+                    if wrapped_as(original, p.target.name):
                         continue  # patched meanwhile, by another thread's import
                     new = build(p, self.observer, audit=self.audit)
                     record = Record(p, owner, attr, original, new)

@@ -166,8 +166,20 @@ liar.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 
 lam = lambda x, y=2: (x, y)  # noqa: E731
 
-ODD = [plain, two, defaults, posonly, posonly_defaults, varargs, kwonly, clash, last, mid, liar]
-ODD.append(lam)
+ODD = [
+    plain,
+    two,
+    defaults,
+    posonly,
+    posonly_defaults,
+    varargs,
+    kwonly,
+    clash,
+    last,
+    mid,
+    liar,
+    lam,
+]
 
 
 @pytest.mark.parametrize("fn", ODD, ids=lambda f: f.__name__)

@@ -1,9 +1,9 @@
 """The cost of definition-time placement (docs/apply.md, "Where the wrapper sits"): importing
-15 transformers modeling modules under a broad rule (``transformers.**``), with the cache of
-rewritten code empty (cold) and filled (warm), against the plain import, and against the same
-policy applied after the import (the modules patched once they ran, no rewrite), and against
-what hand-written decorators would cost: the plain import, then torch's own
-``error_on_graph_break`` applied to the functions and methods of the modules it imported.
+15 transformers modeling modules under a broad rule (``transformers.**``), with the caches of
+rewritten code and of wrapper code empty (cold) and filled (warm), against the plain import,
+and against the same policy applied after the import (the modules patched once they ran, no
+rewrite), and against what hand-written decorators would cost: the plain import, then torch's
+own ``error_on_graph_break`` applied to the functions and methods of the modules it imported.
 Fresh processes, interleaved; the bytecode of everything else is cached in a prefix of the run's
 own, filled before measuring, so the plain import reads cached bytecode as installed."""
 
@@ -85,7 +85,8 @@ def _once(env: dict[str, str], mode: str, policy: Path) -> dict[str, float]:
 
 
 def _forget_rewrites(prefix: Path) -> int:
-    """Remove the cached rewrites (os.walk: glob's ``**`` skips hidden folders, ``.venv``)."""
+    """Remove the cached rewrites and wrapper codes (os.walk: glob's ``**`` skips hidden
+    folders, ``.venv``)."""
     removed = 0
     for folder, _, files in os.walk(prefix):
         for name in files:

@@ -64,7 +64,8 @@ def in_containers(modules: list[types.ModuleType], originals: Mapping[int, Any])
                 continue
             kind = type(value)  # never value.__class__, which a module object may compute
             if kind is types.FunctionType:
-                yield from _defaults(module, name, value, originals)
+                if value.__defaults__ or value.__kwdefaults__:
+                    yield from _defaults(module, name, value, originals)
                 continue
             if issubclass(kind, functools.partial):
                 if id(value.func) in originals:

@@ -35,7 +35,12 @@ class ChainedLoader:
         if spec is not None and spec.loader is self:
             spec.loader = self.loader
         last = next(reversed(sys.modules), None)
-        self._execute(module)
+        depth = _DEPTH.__dict__.get("n", 0)
+        _DEPTH.n = depth + 1
+        try:
+            self._execute(module)
+        finally:
+            _DEPTH.n = depth
         self.hook(module, _imported_since(last))
 
     def _execute(self, module: types.ModuleType) -> None:
@@ -43,6 +48,15 @@ class ChainedLoader:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)
+
+
+_DEPTH = _thread._local()  # how many chained modules this thread is executing, nested
+
+
+def nested() -> bool:
+    """Whether the calling thread is inside the execution of a chained module (its hook
+    is called once the outermost one ran)."""
+    return bool(_DEPTH.__dict__.get("n", 0))
 
 
 def _imported_since(last: str | None) -> list[types.ModuleType]:

@@ -16,7 +16,7 @@ from .targets import (
 MISSING: Any = object()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Record:
     """One attribute we replaced, and what to put back."""
 
@@ -90,7 +90,7 @@ class HookRecord(AliasRecord):
     group's ``init_process_group`` and ``destroy_process_group``, watched for the ranks)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SlotRecord:
     """An item of a module-level container (a dict's value, a list's or set's element) that
     held an original function, pointed at its wrapper: ``where`` says which, as

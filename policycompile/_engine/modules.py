@@ -9,7 +9,7 @@ import importlib.util
 import logging
 import sys
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ def plan_module(
     only: str | None = None,
     *,
     reexports: bool | None = None,
+    settled: Callable[[str, Any], bool] | None = None,
 ) -> ModulePlan:
     """Decide, without changing anything, what the policy does to ``module``.
 
@@ -69,6 +70,7 @@ def plan_module(
     :param only: consider just this module attribute (and what a class defines).
     :param reexports: True plans only exact rules naming functions defined in another module
         (``from .impl import fn``), False everything else, None both.
+    :param settled: module attributes to leave out, as for :func:`module_targets`.
     """
     name = policy_module_name(module)
     result = ModulePlan(name or "?")
@@ -85,13 +87,28 @@ def plan_module(
     # Exact rules first: a rule that names an object through an alias (`Public = Impl`,
     # a re-export, a lambda) decides it under the name the rule gives.
     skipped: list[tuple[str, str]] = []
-    targets.extend(module_targets(module, only, skipped, wrapped_as))
+    targets.extend(module_targets(module, only, skipped, wrapped_as, settled))
     if reexports is not True:  # the re-export pass sees the same module a second time
         result.skipped = [
             f"{where.replace(':', '.', 1)}: {why}"
             for where, why in skipped
             if policy.tree.matches(where)
         ]
+    result.plans, result.deferred = plan_targets(policy, targets, matched, reexports=reexports)
+    return result
+
+
+def plan_targets(
+    policy: Policy,
+    targets: Iterable[Target],
+    matched: set[Rule],
+    *,
+    reexports: bool | None = None,
+) -> tuple[list[Plan], bool]:
+    """The plans for ``targets`` (each owner's attribute once, the first target naming it
+    decides), and whether re-exports were left for a later pass; see :func:`plan_module`."""
+    plans: list[Plan] = []
+    deferred = False
     seen: set[tuple[int, str]] = set()
     counted: set[int] = set()
     for target in targets:
@@ -100,19 +117,19 @@ def plan_module(
             continue
         seen.add(key)
         if reexports is not None and is_reexport(target) != reexports:
-            result.deferred = result.deferred or not reexports
+            deferred = deferred or not reexports
             continue
         found = policy.tree.found(target.name)
         if id(found) not in counted:  # shared by many names: their rules counted once
             counted.add(id(found))
             matched.update(rule for rule, _ in found)
-        plan = decide(policy, target)
+        plan = decide(policy, target, found)
         if plan is None:
             continue
         for note in plan.notes:
             log.debug("%s: %s", target.display, note)
-        result.plans.append(plan)
-    return result
+        plans.append(plan)
+    return plans, deferred
 
 
 @dataclass
@@ -323,7 +340,7 @@ def _placed_under(raw: Any, name: str) -> bool:
     for inner in wrapped_chain(raw):
         info = patch_info(inner)
         if info is not None:
-            return bool(info.name == name)
+            return bool(info.target.name == name)
     return False
 
 

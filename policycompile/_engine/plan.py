@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from .._policy.keys import (
 )
 from .._policy.patterns import split_name
 from .._policy.policy import Policy
-from .._policy.tree import Decision, Rule, RuleRef
+from .._policy.tree import Decision, Found, Rule, RuleRef
 from .._torch import dynamo as _dynamo
 from .targets import (
     Kind,
@@ -38,9 +39,10 @@ from .targets import (
 log = logging.getLogger("policycompile")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Plan:
-    """What the policy does to one target: the decorators a person would have written."""
+    """What the policy does to one target: the decorators a person would have written.
+    Never changed once made (not frozen, as :class:`~.targets.Target`)."""
 
     target: Target
     compile: Mapping[str, Any] | None  # torch.compile keywords, when a compile entry
@@ -75,14 +77,6 @@ class Plan:
         return out
 
 
-@dataclass(frozen=True)
-class PatchInfo:
-    """Attached to every wrapper as ``__policycompile__``: what it is and which rules made it."""
-
-    name: str
-    plan: Plan
-
-
 def _is_dunder(attr: str) -> bool:
     return attr.startswith("__") and attr.endswith("__") and attr != "__call__"
 
@@ -91,8 +85,9 @@ def _rule_text(decision: Decision) -> str:
     return f"{decision.winner.source} ({decision.position.short})"
 
 
-def decide(policy: Policy, target: Target) -> Plan | None:
-    """The plan for ``target``, or None when the policy leaves it alone.
+def decide(policy: Policy, target: Target, found: Found | None = None) -> Plan | None:
+    """The plan for ``target``, or None when the policy leaves it alone (``found``: the
+    tree's ``found(target.name)``, when the caller has it).
 
     Inheritance reaches as docs/policy.md ("What a rule reaches") says: ``compile`` reaches
     module-level functions and the ``forward`` of ``nn.Module`` subclasses; other methods
@@ -106,21 +101,22 @@ def decide(policy: Policy, target: Target) -> Plan | None:
     one broad rule costs a few dictionary lookups per function.
     """
     memo = policy.memo
+    attr = target.attr
     key = (
         "plan",
-        *policy.tree.signature(target.name),
+        *policy.tree.signature(target.name, found),
         target.kind is not Kind.FUNCTION and not target.is_forward,
-        _is_dunder(target.attr),
+        attr[:2] == "__" and attr[-2:] == "__" and attr != "__call__",  # _is_dunder, inline
     )
-    found: Any = memo.get(key, _UNDECIDED) if target.defined_in is None else _UNDECIDED
-    if found is _UNDECIDED:
+    known: Any = memo.get(key, _UNDECIDED) if target.defined_in is None else _UNDECIDED
+    if known is _UNDECIDED:
         plan = _decide(policy, target)
         if target.defined_in is None and (plan is None or plan.compile is None):
             memo[key] = None if plan is None else _fields(plan)
         return plan
-    if found is None:
+    if known is None:
         return None
-    fields: tuple[Any, ...] = found
+    fields: tuple[Any, ...] = known
     return Plan(target, *fields)
 
 
@@ -293,14 +289,17 @@ def _check_combinations(
             )
 
 
-def patch_info(obj: Any) -> PatchInfo | None:
-    """The PatchInfo of a policy wrapper (function or descriptor), else None."""
-    func = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
-    info = getattr(func, "__policycompile__", None)
-    return info if isinstance(info, PatchInfo) else None
+def patch_info(obj: Any) -> Plan | None:
+    """The plan a policy wrapper (function or descriptor) was made for, else None: every
+    wrapper carries its plan as ``__policycompile__``."""
+    kind = type(obj)
+    if kind is not types.FunctionType and isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    info = getattr(obj, "__policycompile__", None)
+    return info if isinstance(info, Plan) else None
 
 
 def wrapped_as(obj: Any, name: str) -> bool:
     """Whether ``obj`` is the policy's wrapper for ``name`` already (nothing to patch)."""
     info = patch_info(obj)
-    return info is not None and info.name == name
+    return info is not None and info.target.name == name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import operator
 import os
 import sys
 import types
@@ -20,9 +21,11 @@ class Kind(enum.Enum):
     CLASSMETHOD = "classmethod"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Target:
-    """One patchable callable: where it is stored, and what it is."""
+    """One patchable callable: where it is stored, and what it is. Never changed once made
+    (not frozen: a frozen dataclass takes a microsecond more to make, and a policy makes one
+    for each of thousands of definitions as a library is imported)."""
 
     name: str  # pkg.mod:Class.method, the name the policy resolves
     owner: Any  # the module or class whose __dict__ receives the wrapper
@@ -108,6 +111,7 @@ def module_targets(
     only: str | None = None,
     skipped: list[tuple[str, str]] | None = None,
     done: Callable[[Any, str], bool] | None = None,
+    settled: Callable[[str, Any], bool] | None = None,
 ) -> Iterator[Target]:
     """Functions the module defines, and the members of the classes it defines, recursively.
 
@@ -119,6 +123,8 @@ def module_targets(
     :param done: ``done(function, name)`` says a function (the one under a static or class
         method) needs no Target: it already is what the caller would make of it (the pass
         after a module ran meets its definitions wrapped).
+    :param settled: ``settled(attr, value)`` says the module attribute needs no look at all:
+        its definition was patched as it was made, and nothing about it changed since.
     """
     real = vars(module).get("__name__")
     name = policy_module_name(module)
@@ -132,10 +138,14 @@ def module_targets(
     for attr, raw in items:
         if type(raw) is types.FunctionType:
             if raw.__module__ == real and raw.__qualname__ == attr:
+                if settled is not None and settled(attr, raw):
+                    continue
                 full = f"{name}:{attr}"
                 if done is None or not done(raw, full):
                     yield Target(full, module, attr, raw, raw, Kind.FUNCTION, name)
         elif is_class(raw) and _own(raw, "__module__") == real and raw.__qualname__ == attr:
+            if settled is not None and settled(attr, raw):
+                continue
             why = refuses_setattr(raw)
             if why is not None:
                 # only worth a word when it holds Python functions a rule could mean
@@ -177,12 +187,15 @@ def class_targets(
     module_class = is_module_class(cls)
     own = vars(cls)
     for attr, raw in list(own.items()):
-        found = unwrap(raw)
-        if found is None:
-            if is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}":
-                yield from class_targets(raw, module, f"{qual}.{attr}", done)
-            continue
-        kind, func = found
+        if type(raw) is types.FunctionType:  # most members: unwrap's answer, without a call
+            kind, func = Kind.METHOD, raw
+        else:
+            found = unwrap(raw)
+            if found is None:
+                if _nested(cls, attr, raw):
+                    yield from class_targets(raw, module, f"{qual}.{attr}", done)
+                continue
+            kind, func = found
         full = f"{prefix}.{attr}"
         if done is not None and done(func, full):
             continue
@@ -200,6 +213,36 @@ def class_targets(
         inherited = inherited_member(cls, "forward", module, qual)
         if inherited is not None:
             yield inherited
+
+
+def _nested(cls: type, attr: str, raw: Any) -> bool:
+    """Whether ``cls.attr`` is a class defined in the body of ``cls``."""
+    return is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}"
+
+
+ClassState = tuple[tuple[type, tuple[str, ...], tuple[Any, ...]], ...]
+
+
+def class_state(cls: type) -> ClassState:
+    """What ``cls`` and the classes defined in its body hold (as :func:`class_targets` walks
+    them): :func:`same_state` tells whether anything was set or removed since."""
+    own = vars(cls)
+    state: ClassState = ((cls, tuple(own), tuple(own.values())),)
+    for attr, raw in own.items():
+        if _nested(cls, attr, raw):
+            state += class_state(raw)
+    return state
+
+
+def same_state(state: ClassState) -> bool:
+    """Whether every class of ``state`` holds the very same names and objects still."""
+    for cls, names, values in state:
+        own = vars(cls)
+        if len(own) != len(names) or not all(map(operator.is_, own.values(), values)):
+            return False
+        if not all(map(operator.eq, own, names)):
+            return False
+    return True
 
 
 def inherited_member(

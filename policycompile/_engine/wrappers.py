@@ -7,11 +7,10 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import inspect
 import itertools
 import types
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from .._observe.attribution import WRAPPER_FILE_PREFIX
 from .._observe.observer import Observer
@@ -24,112 +23,13 @@ from .._policy.keys import (
     SECTION8_API,
 )
 from .._torch import dynamo as _dynamo
-from .plan import PatchInfo, Plan
+from .codes import wrapper_code
+from .plan import Plan
 from .targets import (
     Kind,
 )
 
-_EOGB_TEMPLATE = """
-def _pc_make(_pc_fn):
-    def wrapper({params}):
-        if _pc_is_compiling():
-            with _pc_context(_pc_value):
-                return _pc_fn({args})
-        _pc_prev = _pc_flags._error_on_graph_break
-        if _pc_prev == _pc_value:
-            try:
-                return _pc_fn({args})
-            except _pc_raised as _pc_exc:
-                _pc_seen(_pc_exc)
-                raise
-        _pc_flags._error_on_graph_break = _pc_value
-        try:
-            return _pc_fn({args})
-        except _pc_raised as _pc_exc:
-            _pc_seen(_pc_exc)
-            raise
-        finally:
-            _pc_flags._error_on_graph_break = _pc_prev
-    return wrapper
-"""
-
-
-_VARARGS, _VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
-
-
 _LABELS = itertools.count(1)
-
-
-class _Shape(NamedTuple):
-    """How a function takes its parameters, without their names: one code object each."""
-
-    positional: int
-    positional_only: int
-    keyword_only: int
-    star: bool
-    starstar: bool
-
-    def placeholders(self) -> list[str]:
-        """The template's parameter names, in the order of the code's ``co_varnames``."""
-        names = [f"_pc_a{i}" for i in range(self.positional)]
-        names += [f"_pc_k{i}" for i in range(self.keyword_only)]
-        return names + ["_pc_v"] * self.star + ["_pc_w"] * self.starstar
-
-
-_GENERIC = (_Shape(0, 0, 0, True, True), ("args", "kwargs"))
-
-
-def _call_shape(func: types.FunctionType) -> tuple[_Shape, tuple[str, ...]]:
-    """The shape and parameter names of a wrapper that accepts exactly the calls ``func``
-    accepts.
-
-    A wrapper with the function's own parameters skips packing ``*args, **kwargs`` (about a
-    third of the eager overhead). They are read from what the interpreter binds calls with,
-    the code object, never from ``inspect.signature``: a ``__signature__`` attribute may
-    describe other parameters. Anything else (a parameter named like the wrapper's own
-    ``_pc_`` names, defaults that do not fit) gets the generic form, which lets ``func`` bind
-    the call.
-    """
-    code = func.__code__
-    n_pos, n_kwonly, flags = code.co_argcount, code.co_kwonlyargcount, code.co_flags
-    star, starstar = bool(flags & _VARARGS), bool(flags & _VARKEYWORDS)
-    every = code.co_varnames[: n_pos + n_kwonly + star + starstar]
-    if not all(map(str.isidentifier, every)) or " _pc_" in " " + " ".join(every):
-        return _GENERIC
-    if func.__defaults__ is not None and len(func.__defaults__) > n_pos:
-        return _GENERIC
-    kw_defaults = func.__kwdefaults__
-    if kw_defaults and not set(kw_defaults) <= set(every[n_pos : n_pos + n_kwonly]):
-        return _GENERIC
-    return _Shape(n_pos, code.co_posonlyargcount, n_kwonly, star, starstar), every
-
-
-@functools.cache
-def _shape_code(shape: _Shape) -> types.CodeType:
-    """The wrapper's code for ``shape``, with placeholder names: compiled once per shape, its
-    names replaced per function (``co_varnames``, and the keyword names of its calls)."""
-    places = shape.placeholders()
-    positional = places[: shape.positional]
-    keyword = places[shape.positional : shape.positional + shape.keyword_only]
-    params = list(positional)
-    if shape.positional_only:
-        params.insert(shape.positional_only, "/")
-    args = list(positional)
-    if shape.star:
-        params.append("*_pc_v")
-        args.append("*_pc_v")
-    elif keyword:
-        params.append("*")
-    params += keyword
-    args += [f"{k}={k}" for k in keyword]
-    if shape.starstar:
-        params.append("**_pc_w")
-        args.append("**_pc_w")
-    source = _EOGB_TEMPLATE.format(params=", ".join(params), args=", ".join(args))
-    module = compile(source, "<policycompile error_on_graph_break wrapper>", "exec")
-    (make,) = (c for c in module.co_consts if isinstance(c, types.CodeType))
-    (code,) = (c for c in make.co_consts if isinstance(c, types.CodeType))
-    return code
 
 
 _UNOBSERVED: dict[Any, dict[str, Any]] = {}
@@ -156,29 +56,6 @@ def _wrapper_globals(value: bool, observer: Observer | None) -> dict[str, Any]:
             "_pc_seen": observer.record_exception if observer is not None else _ignore,
         }
     return found
-
-
-@functools.lru_cache(maxsize=4096)
-def _named_code(shape: _Shape, names: tuple[str, ...]) -> types.CodeType:
-    """The wrapper's code for ``shape`` with these parameter names (``(self, hidden_states)``
-    recurs across a library: made once)."""
-    return _renamed(_shape_code(shape), dict(zip(shape.placeholders(), names, strict=True)))
-
-
-def _renamed(code: types.CodeType, names: dict[str, str]) -> types.CodeType:
-    """``code`` taking the function's own parameter names: in its locals, and where its call
-    passes keywords (a tuple of names, or one name when it builds a ``**`` dict)."""
-
-    def rename(const: Any) -> Any:
-        if isinstance(const, str):
-            return names.get(const, const)
-        if isinstance(const, tuple) and const and all(isinstance(k, str) for k in const):
-            return tuple(names.get(k, k) for k in const)
-        return const
-
-    consts = tuple(rename(c) for c in code.co_consts)
-    varnames = tuple(names.get(n, n) for n in code.co_varnames)
-    return code.replace(co_varnames=varnames, co_consts=consts)
 
 
 def _ignore(exc: BaseException) -> None:
@@ -220,9 +97,8 @@ def _eogb_wrapper(
     defaults (the very same objects). A graph break that Dynamo raises on its way out is
     shown to ``observer`` (the report), then re-raised.
     """
-    shape, names = _call_shape(signature_of)
-    code = _named_code(shape, names).replace(co_filename=filename)
-    generic = names is _GENERIC[1]
+    named, generic = wrapper_code(signature_of)
+    code = named.replace(co_filename=filename)
     wrapper = types.FunctionType(
         code,
         _wrapper_globals(value, observer),
@@ -306,7 +182,7 @@ def build(
         inner = _keep_identity(inner, func)
         if observer is not None:
             observer.wrappers[filename] = plan
-    inner.__policycompile__ = PatchInfo(target.name, plan)  # type: ignore[attr-defined]
+    inner.__policycompile__ = plan  # type: ignore[attr-defined]
     if target.kind is Kind.STATICMETHOD:
         return staticmethod(inner)
     if target.kind is Kind.CLASSMETHOD:
@@ -346,18 +222,32 @@ def _copy_function(func: types.FunctionType) -> types.FunctionType:
 _MARKS = ("_torchdynamo", "_dynamo", "__marked_compile_region", "__policycompile__", "__wrapped__")
 
 
+_FIRST_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__")
+_LATER_ASSIGNMENTS = tuple(a for a in functools.WRAPPER_ASSIGNMENTS if a not in _FIRST_ASSIGNMENTS)
+
+
 def _keep_identity(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Callable[..., Any]:
     """The wrapper takes the function's name, docstring and the rest, and its ``__dict__``
     as ``functools.wraps`` copies it (so that markers such as huggingface_hub's strict
     dataclass ``__is_defined_by_strict_decorator__`` are still found), but torch's marks.
     torch's own decorators copy no ``__dict__``: the one difference, on purpose
     (docs/apply.md, "Wrapping order")."""
-    for attr in functools.WRAPPER_ASSIGNMENTS:  # what functools.update_wrapper assigns
-        try:
-            value = getattr(func, attr)
-        except AttributeError:
-            continue
-        setattr(wrapper, attr, value)
+    if type(wrapper) is types.FunctionType and type(func) is types.FunctionType:
+        # what functools.update_wrapper assigns, as attribute stores (a function has them all)
+        wrapper.__module__ = func.__module__
+        wrapper.__name__ = func.__name__
+        wrapper.__qualname__ = func.__qualname__
+        wrapper.__doc__ = func.__doc__
+        wrapper.__annotations__ = func.__annotations__
+        for attr in _LATER_ASSIGNMENTS:  # __type_params__ (Python 3.12)
+            setattr(wrapper, attr, getattr(func, attr))
+    else:
+        for attr in functools.WRAPPER_ASSIGNMENTS:
+            try:
+                value = getattr(func, attr)
+            except AttributeError:
+                continue
+            setattr(wrapper, attr, value)
     own = getattr(func, "__dict__", None)
     if own and isinstance(own, dict):
         vars(wrapper).update((k, v) for k, v in own.items() if not k.startswith(_MARKS))

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-_Found = tuple[tuple[Rule, int], ...]  # matches: (rule, depth of the deepest node it matched)
+Found = tuple[tuple[Rule, int], ...]  # matches: (rule, depth of the deepest node it matched)
 
 
 class _Node:
@@ -75,12 +75,12 @@ class RuleTree:
         #: name -> its matches, as one shared tuple per distinct result: a name is asked for
         #: by the import hook, the plan and the resolution in turn (a memo, cleared when it
         #: grows large; the shared tuples keep thousands of names from costing an object each)
-        self._matches: dict[str, _Found] = {}
+        self._matches: dict[str, Found] = {}
         self._covered: dict[str, bool] = {}  # module -> covers_module(module)
         #: (module, depth) -> the matches of every name that deep below a module where only
         #: '**' leads on
-        self._sunk: dict[tuple[str, int], _Found] = {}
-        self._shared: dict[tuple[tuple[int, int], ...], _Found] = {}
+        self._sunk: dict[tuple[str, int], Found] = {}
+        self._shared: dict[tuple[tuple[int, int], ...], Found] = {}
         #: a module's segments -> the walk's states and matches (rule index -> depth) at the
         #: module's end
         self._modules: dict[
@@ -173,13 +173,18 @@ class RuleTree:
         """Every rule matching ``name`` or an ancestor, with the deepest node it matched."""
         return dict(self.found(name))
 
-    def signature(self, name: str) -> tuple[int, int]:
+    def signature(self, name: str, found: Found | None = None) -> tuple[int, int]:
         """Two names with the same signature have the same rules matching them at the same
-        depths, and the same depth: everything precedence decides by (``resolve``)."""
-        # the number of segments split_name makes, without making them
-        return id(self.found(name)), name.count(".") + 1 + (":" in name)
+        depths, and the same depth: everything precedence decides by (``resolve``).
 
-    def found(self, name: str) -> _Found:
+        :param found: ``found(name)``, when the caller has it already.
+        """
+        # the number of segments split_name makes, without making them
+        if found is None:
+            found = self.found(name)
+        return id(found), name.count(".") + 1 + (":" in name)
+
+    def found(self, name: str) -> Found:
         """``matches(name)`` as (rule, depth) pairs: one tuple shared by every name with the
         same matches (compare them by identity)."""
         found = self._matches.get(name)
@@ -268,7 +273,7 @@ class RuleTree:
         """Key -> the candidates that set it for ``name``, best first."""
         return self._candidates(self.found(name))
 
-    def _candidates(self, found: _Found) -> dict[str, list[Candidate]]:
+    def _candidates(self, found: Found) -> dict[str, list[Candidate]]:
         out: dict[str, list[Candidate]] = {}
         for setting in self.defaults:
             out.setdefault(setting.key, []).append(Candidate(None, setting, 0))

@@ -11,12 +11,23 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from .._engine import codes
 from .._engine import hook as _hook
 from .._engine.journal import MISSING, AliasRecord, HookRecord, Record, SlotRecord
-from .._engine.modules import ModulePlan, plan_module
+from .._engine.modules import ModulePlan, plan_module, plan_targets
 from .._engine.plan import Plan, wrapped_as
 from .._engine.rewrite import DefiningLoader, rewritable
-from .._engine.targets import is_class, module_functions, policy_module_name, wrapped_chain
+from .._engine.targets import (
+    ClassState,
+    class_state,
+    is_class,
+    is_internal,
+    module_functions,
+    module_targets,
+    policy_module_name,
+    same_state,
+    wrapped_chain,
+)
 from .._engine.wrappers import build
 from .._errors import PolicyTargetError, PolicyWarning
 from .._observe.attribution import FunctionIndex
@@ -70,12 +81,16 @@ class PolicyHandle(Rebinding):
         # entry only once it is restored, so an interrupted undo can be finished.
         self._journal: list[Entry] = []
         self._restoring: Entry | None = None
-        self._wrappers: dict[int, tuple[Any, Any]] = {}  # id(wrapper) -> (wrapper, original)
+        self._wrappers: dict[int, Record] = {}  # id(wrapper) -> the record that made it
+        self._wrapper_ids: dict[int, Any] = {}  # id(wrapper) -> wrapper
         self._matched: set[Rule] = set()
         self._said: set[str] = set()  # patterns of rules a missing-target error named
         self._patched_modules: set[str] = set()
         self._complete: set[str] = set()  # ... and patched whole, once it had executed
         self._watched: list[types.ModuleType] = []
+        #: per module being imported (by ``__name__``): attribute -> what :meth:`define` made
+        #: of it, and the state of its class, until the pass once the module ran
+        self._settled: dict[Any, dict[str, tuple[Any, ClassState]]] = {}
         self.warnings: list[str] = []
         #: module-level places that hold an original and cannot be rebound (a tuple, a
         #: frozenset, a functools.partial), as ``mod.NAME[...] holds the original of ...``
@@ -182,6 +197,7 @@ class PolicyHandle(Rebinding):
             self._patch_now_or_later(module, reexports=True)
         with self._lock:
             self._journal.extend(self.ranks.install(_modules()))
+        codes.save()
 
     def release(self, name: str) -> None:
         """Stop holding module ``name`` back; the caller patches it."""
@@ -219,26 +235,56 @@ class PolicyHandle(Rebinding):
         """A ``def`` or ``class`` statement of ``module`` made ``obj``, to be bound to
         ``name``: what the statement binds instead, as if the policy's decorators were written
         innermost on it (the function's wrapper; a class, its methods wrapped in place)."""
-        if self.active and (
-            is_class(obj) or self.policy.tree.found(f"{policy_module_name(module)}:{name}")
-        ):
+        if not self.active:
+            return self._watched_definition(module, name, obj)
+        modname = policy_module_name(module)
+        if modname is None or is_internal(modname) or not self.policy.tree.covers_module(modname):
+            pass  # what patch_module would find: nothing to patch here
+        elif is_class(obj) or self.policy.tree.found(f"{modname}:{name}"):
             namespace = vars(module)
             before = namespace.get(name, MISSING)
-            namespace[name] = obj  # bound while patch_module patches it, then as it was:
+            namespace[name] = obj  # bound while it is patched, then as it was:
             try:  # a decorator above may look up the name's previous definition
-                self.patch_module(module, only=name, partial=True)
+                # patch_module(module, only=name, partial=True), without what concerns the
+                # whole module: a definition is patched as fast as it can be
+                matched: set[Rule] = set()
+                targets = module_targets(module, name, None, wrapped_as)
+                plans, _ = plan_targets(self.policy, targets, matched)
+                self._commit(modname, plans, matched, full=False, deferred=False)
             finally:
                 obj = namespace[name]
                 if before is MISSING:
                     del namespace[name]
                 else:
                     namespace[name] = before
+        obj = self._watched_definition(module, name, obj)
+        # the pass once the module ran leaves it alone, unless the module changes it since
+        state = class_state(obj) if is_class(obj) else ()
+        with self._lock:
+            self._settled.setdefault(vars(module).get("__name__"), {})[name] = (obj, state)
+        return obj
+
+    def _watched_definition(self, module: types.ModuleType, name: str, obj: Any) -> Any:
         for watch in self.watchers:
             obj = watch(module, name, obj)
         return obj
 
+    def _settled_in(self, module: types.ModuleType) -> Callable[[str, Any], bool] | None:
+        """Whether a module attribute still holds what :meth:`define` made of it, unchanged
+        (a class: the same members): the pass once the module ran needs no look at it."""
+        with self._lock:
+            settled = self._settled.pop(vars(module).get("__name__"), None)
+        if not settled:
+            return None
+
+        def unchanged(attr: str, value: Any) -> bool:
+            made = settled.get(attr)
+            return made is not None and made[0] is value and same_state(made[1])
+
+        return unchanged
+
     def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
-        done = self.patch_module(module)
+        done = self.patch_module(module, settled=self._settled_in(module))
         # What this import patched once the module had run (``fn = make()``, a definition
         # under a decorator the rewrite leaves alone) may be held by the module's own
         # containers, or by a module imported while it ran (a circular `from this import
@@ -249,6 +295,8 @@ class PolicyHandle(Rebinding):
         self.rebind_aliases([module, *fresh], done)
         for watch in self.watchers:
             watch(module, None, None)
+        if not _hook.nested():  # the outermost import under the policy is done
+            codes.save()
 
     def _on_finished(self, module: types.ModuleType) -> None:
         with self._lock:
@@ -285,6 +333,7 @@ class PolicyHandle(Rebinding):
         *,
         partial: bool = False,
         reexports: bool | None = None,
+        settled: Callable[[str, Any], bool] | None = None,
     ) -> Patched:
         """Patch one module, all or nothing. Raises for a missing exact target under strict.
 
@@ -293,22 +342,33 @@ class PolicyHandle(Rebinding):
         :param partial: the module is still executing: patch what it defined so far, and
             leave missing names to be checked when it finishes.
         :param reexports: see :func:`plan_module`.
+        :param settled: attributes to leave alone, see :func:`plan_module`.
         """
         matched: set[Rule] = set()
-        plan = plan_module(self.policy, module, matched, only=only, reexports=reexports)
+        plan = plan_module(
+            self.policy, module, matched, only=only, reexports=reexports, settled=settled
+        )
         for line in plan.skipped:
             self.warn(f"skipped {line}")
         if not partial:
             self._report_problems(plan)
-        done = Patched(deferred=plan.deferred)
+        full = only is None and not partial
+        return self._commit(plan.module, plan.plans, matched, full=full, deferred=plan.deferred)
+
+    def _commit(
+        self, module: str, plans: list[Plan], matched: set[Rule], *, full: bool, deferred: bool
+    ) -> Patched:
+        """Build and set the wrapper of each plan of ``module``, all or nothing, and journal
+        them; ``full``: the whole module, once it ran."""
+        done = Patched(deferred=deferred)
         with self._lock:
             if not self.active:
                 return done
             try:
-                for p in plan.plans:
+                for p in plans:
                     owner, attr = p.target.owner, p.target.attr
                     original = vars(owner).get(attr, MISSING)
-                    if wrapped_as(original, p.target.name):
+                    if original is not p.target.raw and wrapped_as(original, p.target.name):
                         continue  # patched meanwhile, by another thread's import
                     new = build(p, self.observer, audit=self.audit)
                     record = Record(p, owner, attr, original, new)
@@ -324,20 +384,20 @@ class PolicyHandle(Rebinding):
                 for record in reversed(done):
                     record.restore()
                 raise
-            full = only is None and not partial
-            if full and plan.module in self._complete:
+            if full and module in self._complete:
                 # importlib.reload re-executes the module: records of its old objects are stale
                 self._journal = [
                     e
                     for e in self._journal
-                    if not isinstance(e, Record) or e.module != plan.module or e.still_ours()
+                    if not isinstance(e, Record) or e.module != module or e.still_ours()
                 ]
-            self._patched_modules.add(plan.module)
+            self._patched_modules.add(module)
             if full:
-                self._complete.add(plan.module)
+                self._complete.add(module)
             self._journal.extend(done)
             for record in done:
-                self._wrappers[id(record.new)] = (record.new, record.original)
+                self._wrappers[id(record.new)] = record
+                self._wrapper_ids[id(record.new)] = record.new
             self._matched |= matched
         if log.isEnabledFor(logging.INFO):
             for record in done:
@@ -383,6 +443,8 @@ class PolicyHandle(Rebinding):
         for module in list(self._watched):
             _hook.stop_watching(module)
         self._watched.clear()
+        with self._lock:
+            self._settled.clear()  # (a module whose import failed never had its pass)
         while True:
             with self._lock:
                 if not self._journal:

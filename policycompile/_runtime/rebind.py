@@ -10,7 +10,6 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._engine.containers import in_containers, items
@@ -21,41 +20,22 @@ from .._errors import PolicyWarning
 from .references import unreached
 
 
-class _Firsts(Mapping[int, Any]):
-    """``{id: wrapper}`` read from ``{id: (wrapper, original)}`` without building it."""
-
-    def __init__(self, pairs: dict[int, tuple[Any, Any]]) -> None:
-        self.pairs = pairs
-
-    def __getitem__(self, key: int) -> Any:
-        return self.pairs[key][0]
-
-    def __contains__(self, key: object) -> bool:  # asked of every item of every container:
-        return key in self.pairs  # the dict's own lookup, not Mapping's try/KeyError
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.pairs)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-
-def unwrapped(value: Any, wrappers: dict[int, tuple[Any, Any]]) -> Any:
+def unwrapped(value: Any, wrappers: dict[int, Record]) -> Any:
     """The original under ``value``, one of our wrappers, through wrappers of wrappers."""
     seen: set[int] = set()  # a wrapper is never its own original; guard all the same
-    while id(value) in wrappers and wrappers[id(value)][0] is value and id(value) not in seen:
+    while id(value) in wrappers and wrappers[id(value)].new is value and id(value) not in seen:
         seen.add(id(value))
-        value = wrappers[id(value)][1]
+        value = wrappers[id(value)].original
     return value
 
 
-def sweep(modules: list[types.ModuleType], wrappers: dict[int, tuple[Any, Any]]) -> list[str]:
+def sweep(modules: list[types.ModuleType], wrappers: dict[int, Record]) -> list[str]:
     """Put originals back into globals that still hold one of our function wrappers (taken
     since apply: ``from mod import fn``); what refused is returned, a line each."""
     problems: list[str] = []
     for module in modules:
         for name, value in items(module):
-            if id(value) not in wrappers or wrappers[id(value)][0] is not value:
+            if id(value) not in wrappers or wrappers[id(value)].new is not value:
                 continue
             restored = unwrapped(value, wrappers)
             if restored is MISSING:
@@ -82,7 +62,8 @@ class Rebinding:
 
     _lock: threading.RLock
     _journal: list[Record | AliasRecord | SlotRecord]
-    _wrappers: dict[int, tuple[Any, Any]]  # id(wrapper) -> (wrapper, original)
+    _wrappers: dict[int, Record]  # id(wrapper) -> the record that made it
+    _wrapper_ids: dict[int, Any]  # id(wrapper) -> wrapper: looked up for every held item
     hold: set[str]
     active: bool
     unreached: list[str]
@@ -193,16 +174,15 @@ class Rebinding:
         if not originals:
             return []
         with self._lock:
-            journal, pairs = list(self._journal), list(self._wrappers.values())
-        return unreached(originals, journal, pairs, loaded_modules())
+            journal, made = list(self._journal), list(self._wrappers.values())
+        return unreached(originals, journal, made, loaded_modules())
 
     def adopt_containers(self, modules: list[types.ModuleType]) -> None:
         """Items of the module-level containers of ``modules``, imported under the policy,
         that hold one of its wrappers (``TASKS = {"work": work}`` after ``work`` was wrapped
         where it was defined): journaled, so that undo puts the original back there too."""
-        with self._lock:
-            wrappers = dict(self._wrappers)
-        for held in in_containers(modules, _Firsts(wrappers)):
+        wrappers = self._wrappers  # only looked up (a copy per import costs more than all)
+        for held in in_containers(modules, self._wrapper_ids):
             original = unwrapped(held.value, wrappers)
             if held.rebindable and original is not MISSING:
                 slot = SlotRecord(held.where, held.container, held.key, original, held.value)
@@ -217,3 +197,4 @@ class Rebinding:
         for problem in sweep(loaded_modules(), wrappers):
             warnings.warn(problem, PolicyWarning, stacklevel=3)
         self._wrappers = {}
+        self._wrapper_ids = {}

@@ -29,24 +29,31 @@ def _wrapper_parts(obj: Any, ours: set[int], depth: int = 0) -> None:
             _wrapper_parts(inner, ours, depth + 1)
 
 
+def _holders(obj: Any) -> tuple[int, ...]:
+    """The ids of what holds the fields of one of our records: the object itself (slots),
+    and its ``__dict__`` if it has one."""
+    own = getattr(obj, "__dict__", None)
+    return (id(obj),) if own is None else (id(obj), id(own))
+
+
 def unreached(
     originals: list[Any],
     journal: list[Any],
-    pairs: list[tuple[Any, Any]],
+    made: list[Record],
     modules: Iterable[types.ModuleType],
 ) -> list[str]:
     """References to original functions that no rebinding reaches: containers, closures.
 
-    Everything that belongs to the journal and to the wrappers themselves (``pairs``:
-    wrapper and original) is excluded, as are the globals of ``modules`` (rebound) and frames
-    (running code).
+    Everything that belongs to the journal and to the wrappers themselves (``made``: the
+    record of each wrapper made, journaled or not any more) is excluded, as are the globals
+    of ``modules`` (rebound) and frames (running code).
     """
     records = [e for e in journal if isinstance(e, Record)]
-    ours: set[int] = {id(journal), id(originals), *(id(p) for p in pairs)}
-    for entry in journal:
-        ours.add(id(vars(entry)))
+    ours: set[int] = {id(journal), id(originals)}
+    for entry in (*journal, *made):
+        ours.update(_holders(entry))
     for record in records:
-        ours.update({id(vars(record.plan)), id(vars(record.plan.target))})
+        ours.update((*_holders(record.plan), *_holders(record.plan.target)))
         _wrapper_parts(record.new, ours)
     module_dicts = {id(vars(m)) for m in modules}
     names = {id(r.original): r.plan.target.display for r in records}

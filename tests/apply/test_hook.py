@@ -114,7 +114,7 @@ def test_two_threads_importing_at_once(modules: Modules) -> None:
         assert sorted(r.plan.target.module for r in handle.records) == sorted(names)
         for n in names:
             assert is_wrapped(sys.modules[n].f)
-            assert patch_info(sys.modules[n].f).plan.target.func.__module__ == n  # type: ignore[union-attr]
+            assert patch_info(sys.modules[n].f).target.func.__module__ == n  # type: ignore[union-attr]
 
 
 def test_finder_delegates_and_decides_purely() -> None:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from policycompile._engine.codes import call_shape, shape_code
 from policycompile._engine.targets import module_targets
-from policycompile._engine.wrappers import _call_shape, _eogb_wrapper, _keep_identity, _shape_code
+from policycompile._engine.wrappers import _eogb_wrapper, _keep_identity
 
 
 def wrap(fn: types.FunctionType) -> Callable[..., Any]:
@@ -229,7 +230,7 @@ def test_signature_and_specialisation() -> None:
     assert own(varargs) == "(a, *rest, key=1, **extra)"
     assert own(clash) == "(*args, **kwargs)"  # a name of ours: the generic form
     # one code object per shape, whatever the names: (a, b) and (x, y) share it
-    assert _shape_code(_call_shape(plain)[0]) is _shape_code(_call_shape(two)[0])
+    assert shape_code(call_shape(plain)[0]) is shape_code(call_shape(two)[0])
 
 
 # -- every function of real libraries -----------------------------------------------------

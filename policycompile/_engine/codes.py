@@ -12,19 +12,18 @@ that does not fit is ignored, and where it cannot be written (a read-only instal
 
 from __future__ import annotations
 
-import _thread
-import contextlib
 import functools
 import importlib.util
 import inspect
 import marshal
-import os
 import struct
 import sys
 import threading
 import types
 import zlib
 from typing import Any, NamedTuple
+
+from . import cachefile
 
 TEMPLATE = """
 def _pc_make(_pc_fn):
@@ -203,36 +202,42 @@ def cache_path() -> str | None:
     return f"{pyc[: -len('.pyc')]}.policycompile-wrappers.pyc"
 
 
+_UNFIT = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def _fits(key: Any, code: Any) -> bool:
-    """Whether a code read from disk is the wrapper's code for ``key``."""
+    """Whether a code read from disk is the wrapper's code for ``key``: a plain function of
+    the template (its one free variable ``_pc_fn``), taking the parameters the key names."""
     if not (isinstance(key, tuple) and len(key) == 6 and isinstance(code, types.CodeType)):
         return False
     positional, positional_only, keyword_only, star, starstar, names = key
+    if not all(type(n) is int and n >= 0 for n in (positional, positional_only, keyword_only)):
+        return False
     if not (isinstance(names, tuple) and all(type(n) is str for n in names)):
         return False
-    stars = (_VARARGS if star is True else 0) | (_VARKEYWORDS if starstar is True else 0)
+    stars = (_VARARGS if star else 0) | (_VARKEYWORDS if starstar else 0)
     return (
-        code.co_argcount == positional
+        code.co_name == "wrapper"
+        and code.co_freevars == ("_pc_fn",)
+        and not code.co_flags & _UNFIT
+        and code.co_argcount == positional
         and code.co_posonlyargcount == positional_only
         and code.co_kwonlyargcount == keyword_only
         and code.co_flags & _STARS == stars
-        and code.co_varnames[: len(names)] == names
         and len(names) == positional + keyword_only + bool(star) + bool(starstar)
+        and code.co_varnames[: len(names)] == names
     )
 
 
 def _read(path: str) -> dict[Key, types.CodeType]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+    found = cachefile.read(path, _HEADER.size)
+    if found is None:
         return {}
-    if len(data) < _HEADER.size:
-        return {}
-    if _HEADER.unpack_from(data) != (importlib.util.MAGIC_NUMBER, _CHECKSUM):
+    header, body = found
+    if _HEADER.unpack(header) != (importlib.util.MAGIC_NUMBER, _CHECKSUM):
         return {}
     try:
-        table = marshal.loads(data[_HEADER.size :])
+        table = marshal.loads(body)
     except Exception:  # whatever a damaged file makes marshal raise (SystemError too)
         return {}
     if not isinstance(table, dict):
@@ -268,21 +273,13 @@ class _Cache:
             return
         with self.lock:
             self.new = 0
-            table = _read(path)
-            for key, code in list(self.codes.items()):
+            table = dict(self.codes)  # made here, from the template: they win
+            for key, code in _read(path).items():
                 if len(table) >= _LIMIT:
                     break
                 table.setdefault(key, code)
-        tmp = f"{path}.{os.getpid()}-{_thread.get_ident()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(_HEADER.pack(importlib.util.MAGIC_NUMBER, _CHECKSUM))
-                f.write(marshal.dumps(table))
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        header = _HEADER.pack(importlib.util.MAGIC_NUMBER, _CHECKSUM)
+        cachefile.write(path, header, marshal.dumps(table))
 
 
 _CACHE = _Cache()

@@ -21,9 +21,7 @@ the cost of rewriting is paid once per version of the source.
 from __future__ import annotations
 
 import _imp
-import _thread
 import ast
-import contextlib
 import importlib.machinery
 import importlib.util
 import marshal
@@ -34,12 +32,13 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from . import cachefile
 from .hook import ChainedLoader
 
 #: the name the rewritten code calls; bound in the module's namespace while it executes
 DEFINE = "__policycompile_define__"
 #: bumped whenever the rewrite changes: older cached files are not read
-VERSION = 3
+VERSION = 4
 _HEADER = struct.Struct("<4sIQQ")  # Python's magic, VERSION, source size, source mtime_ns
 
 Definer = Callable[[str], Callable[[Any], Any]]
@@ -139,36 +138,24 @@ def cache_path(source_path: str) -> str | None:
 
 
 def _read_cached(path: str, size: int, mtime_ns: int) -> types.CodeType | None:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+    found = cachefile.read(path, _HEADER.size)
+    if found is None:
         return None
-    if len(data) < _HEADER.size:
-        return None
-    header = _HEADER.unpack_from(data)
-    if header != (importlib.util.MAGIC_NUMBER, VERSION, size, mtime_ns):
+    header, body = found
+    if _HEADER.unpack(header) != (importlib.util.MAGIC_NUMBER, VERSION, size, mtime_ns):
         return None
     try:
-        code = marshal.loads(data[_HEADER.size :])
+        code = marshal.loads(body)
     except Exception:  # whatever a damaged file makes marshal raise (SystemError too)
         return None
     return code if isinstance(code, types.CodeType) else None
 
 
 def _write_cached(path: str, size: int, mtime_ns: int, code: types.CodeType) -> None:
-    """Written aside and renamed into place, so no reader sees half a file; where the folder
+    """Written aside and renamed into place (:func:`.cachefile.write`); where the folder
     cannot be written (a read-only install), nothing is cached."""
     header = _HEADER.pack(importlib.util.MAGIC_NUMBER, VERSION, size, mtime_ns)
-    tmp = f"{path}.{os.getpid()}-{_thread.get_ident()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(header + marshal.dumps(code))
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    cachefile.write(path, header, marshal.dumps(code))
 
 
 def code_for(source_path: str, read: Callable[[str], bytes]) -> types.CodeType:

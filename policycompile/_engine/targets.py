@@ -220,27 +220,50 @@ def _nested(cls: type, attr: str, raw: Any) -> bool:
     return is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}"
 
 
-ClassState = tuple[tuple[type, tuple[str, ...], tuple[Any, ...]], ...]
+#: per class: (class, member names, members, qualname, MRO, qualnames of the classes it
+#: holds, the forward it inherits): everything :func:`class_targets` reads of it
+ClassState = tuple[tuple[Any, ...], ...]
 
 
 def class_state(cls: type) -> ClassState:
-    """What ``cls`` and the classes defined in its body hold (as :func:`class_targets` walks
-    them): :func:`same_state` tells whether anything was set or removed since."""
-    own = vars(cls)
-    state: ClassState = ((cls, tuple(own), tuple(own.values())),)
-    for attr, raw in own.items():
+    """What :func:`class_targets` reads of ``cls`` and of the classes defined in its body:
+    :func:`same_state` tells whether any of it changed since (a member set or removed, a
+    ``__qualname__`` or ``__bases__`` assigned, a base's ``forward`` replaced)."""
+    state: ClassState = (_class_entry(cls),)
+    for attr, raw in vars(cls).items():
         if _nested(cls, attr, raw):
             state += class_state(raw)
     return state
 
 
+def _class_entry(cls: type) -> tuple[Any, ...]:
+    own = vars(cls)
+    values = tuple(own.values())
+    held = tuple(v.__qualname__ for v in values if is_class(v))
+    return (cls, tuple(own), values, cls.__qualname__, cls.__mro__, held, _inherited(cls, own))
+
+
+def _inherited(cls: type, own: Any) -> Any:
+    """The ``forward`` an ``nn.Module`` subclass without its own inherits (else None)."""
+    if "forward" in own or not is_module_class(cls):
+        return None
+    return next((vars(b)["forward"] for b in cls.__mro__[1:] if "forward" in vars(b)), None)
+
+
 def same_state(state: ClassState) -> bool:
-    """Whether every class of ``state`` holds the very same names and objects still."""
-    for cls, names, values in state:
+    """Whether every class of ``state`` is as it was: the very same members (by identity,
+    never ``==``), names, MRO, held classes' qualnames and inherited ``forward``."""
+    for cls, names, values, qualname, mro, held, inherited in state:
         own = vars(cls)
         if len(own) != len(names) or not all(map(operator.is_, own.values(), values)):
             return False
         if not all(map(operator.eq, own, names)):
+            return False
+        if cls.__qualname__ != qualname or cls.__mro__ is not mro:
+            return False
+        if tuple(v.__qualname__ for v in values if is_class(v)) != held:
+            return False
+        if _inherited(cls, own) is not inherited:
             return False
     return True
 

@@ -259,7 +259,10 @@ class PolicyHandle(Rebinding):
                     namespace[name] = before
         obj = self._watched_definition(module, name, obj)
         # the pass once the module ran leaves it alone, unless the module changes it since
-        state = class_state(obj) if is_class(obj) else ()
+        try:
+            state = class_state(obj) if is_class(obj) else ()
+        except Exception:  # a metaclass that refuses vars() or computes names: the pass
+            return obj  # looks at it then, as it would have without this shortcut
         with self._lock:
             self._settled.setdefault(vars(module).get("__name__"), {})[name] = (obj, state)
         return obj
@@ -279,7 +282,12 @@ class PolicyHandle(Rebinding):
 
         def unchanged(attr: str, value: Any) -> bool:
             made = settled.get(attr)
-            return made is not None and made[0] is value and same_state(made[1])
+            if made is None or made[0] is not value:
+                return False
+            try:
+                return same_state(made[1])
+            except Exception:  # a class that cannot be read as it could then: the pass
+                return False
 
         return unchanged
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from policycompile._engine import rewrite
+from policycompile._engine import cachefile, rewrite
 from policycompile._engine.plan import patch_info
 
 from .conftest import Modules, apply
@@ -213,8 +213,9 @@ def test_a_damaged_cache_body_is_rewritten_not_trusted(
     rewrite.code_for(str(source), lambda p: Path(p).read_bytes())
     cache = rewrite.cache_path(str(source))
     assert cache is not None
-    data = Path(cache).read_bytes()
-    header, body = data[: rewrite._HEADER.size], data[rewrite._HEADER.size :]
+    found = cachefile.read(cache, rewrite._HEADER.size)
+    assert found is not None
+    header, body = found
     generator = random.Random(1)
     for _ in range(100_000):  # a damage that makes marshal raise SystemError, not ValueError
         damaged = bytearray(body)
@@ -229,7 +230,12 @@ def test_a_damaged_cache_body_is_rewritten_not_trusted(
     else:
         pytest.fail("no damage that makes marshal raise SystemError")
     for payload in (bytes(damaged), b"\xff" * 8):
-        Path(cache).write_bytes(header + payload)
+        cachefile.write(cache, header, payload)  # its checksum right: marshal meets it
         code = rewrite.code_for(str(source), lambda p: Path(p).read_bytes())
         assert code.co_filename == str(source)
+    cachefile.write(cache, header, body)
+    flipped = bytearray(Path(cache).read_bytes())
+    flipped[-1] ^= 0x01  # a damage marshal might load: the checksum stops it first
+    Path(cache).write_bytes(bytes(flipped))
+    assert rewrite._read_cached(cache, source.stat().st_size, source.stat().st_mtime_ns) is None
     os.unlink(cache)

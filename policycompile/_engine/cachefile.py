@@ -34,10 +34,11 @@ def read(path: str, header_size: int) -> tuple[bytes, bytes] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > LIMIT:
             return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):  # (it may have grown since fstat)
             chunks.append(chunk)
-            if sum(map(len, chunks)) > LIMIT:
+            size += len(chunk)
+            if size > LIMIT:
                 return None
     except OSError:
         return None

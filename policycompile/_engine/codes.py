@@ -83,46 +83,50 @@ def call_shape(func: types.FunctionType) -> tuple[Shape, tuple[str, ...]]:
     ``_pc_`` names, defaults that do not fit) gets the generic form, which lets ``func`` bind
     the call.
     """
-    code = func.__code__
+    params = _parameters(func.__code__)
+    if not _defaults_fit(func, params) or not _plain(params[-1]):
+        return GENERIC
+    return Shape(*params[:-1]), params[-1]
+
+
+def _parameters(code: types.CodeType) -> tuple[Any, ...]:
+    """``(*Shape, names)`` of the parameters of ``code``: a key of :data:`_CACHE`."""
     n_pos, n_kwonly, flags = code.co_argcount, code.co_kwonlyargcount, code.co_flags
     star, starstar = bool(flags & _VARARGS), bool(flags & _VARKEYWORDS)
     every = code.co_varnames[: n_pos + n_kwonly + star + starstar]
-    if not all(map(str.isidentifier, every)) or " _pc_" in " " + " ".join(every):
-        return GENERIC
+    return (n_pos, code.co_posonlyargcount, n_kwonly, star, starstar, every)
+
+
+def _defaults_fit(func: types.FunctionType, params: tuple[Any, ...]) -> bool:
+    """Whether the defaults of ``func`` are those its code's parameters can take (code and
+    defaults may be set apart: ``func.__defaults__ = ...``)."""
+    n_pos, n_kwonly, every = params[0], params[2], params[-1]
     if func.__defaults__ is not None and len(func.__defaults__) > n_pos:
-        return GENERIC
+        return False
     kw_defaults = func.__kwdefaults__
-    if kw_defaults and not set(kw_defaults) <= set(every[n_pos : n_pos + n_kwonly]):
-        return GENERIC
-    return Shape(n_pos, code.co_posonlyargcount, n_kwonly, star, starstar), every
+    return not kw_defaults or set(kw_defaults) <= set(every[n_pos : n_pos + n_kwonly])
 
 
-#: (the counts, stars and names of a code's parameters) -> the wrapper's code, and whether it
-#: is the generic one: a library's methods share a few hundred such (``self, hidden_states``)
-_BY_CODE: dict[tuple[Any, ...], tuple[types.CodeType, bool]] = {}
+def _plain(names: tuple[str, ...]) -> bool:
+    """Whether parameters of these names can be the wrapper's own (identifiers, none of the
+    template's ``_pc_`` names)."""
+    return all(map(str.isidentifier, names)) and " _pc_" not in " " + " ".join(names)
 
 
 def wrapper_code(func: types.FunctionType) -> tuple[types.CodeType, bool]:
     """The wrapper's code for ``func`` (:func:`call_shape`), and whether it is the generic
-    one; asked for every function a policy wraps, so what depends on the code alone is
-    looked up, and only the function's defaults are checked each time."""
-    code = func.__code__
-    n_pos, n_kwonly, stars = code.co_argcount, code.co_kwonlyargcount, code.co_flags & _STARS
-    n = n_pos + n_kwonly + bool(stars & _VARARGS) + bool(stars & _VARKEYWORDS)
-    every = code.co_varnames[:n]
-    defaults, kw_defaults = func.__defaults__, func.__kwdefaults__
-    if (defaults is not None and len(defaults) > n_pos) or (
-        kw_defaults and not set(kw_defaults) <= set(every[n_pos : n_pos + n_kwonly])
-    ):
+    one; asked for every function a policy wraps, so the code is looked up by the
+    function's parameters, and only its defaults are checked each time."""
+    params = _parameters(func.__code__)
+    if not _defaults_fit(func, params):
         return named_code(*GENERIC), True
-    key = (n_pos, code.co_posonlyargcount, n_kwonly, stars, every)
-    found = _BY_CODE.get(key)
-    if found is None:
-        shape, names = call_shape(func)  # the defaults fit: decided by the code alone
-        found = (named_code(shape, names), names is GENERIC[1])
-        if len(_BY_CODE) < _LIMIT:
-            _BY_CODE[key] = found
-    return found
+    if not _CACHE.loaded:
+        _CACHE.load()
+    code = _CACHE.codes.get(params)  # kept only under plain names: the function's own
+    if code is not None:
+        return code, False
+    shape, names = call_shape(func)
+    return named_code(shape, names), names is GENERIC[1]
 
 
 @functools.cache
@@ -213,7 +217,7 @@ def _fits(key: Any, code: Any) -> bool:
     positional, positional_only, keyword_only, star, starstar, names = key
     if not all(type(n) is int and n >= 0 for n in (positional, positional_only, keyword_only)):
         return False
-    if not (isinstance(names, tuple) and all(type(n) is str for n in names)):
+    if not (isinstance(names, tuple) and all(type(n) is str for n in names) and _plain(names)):
         return False
     stars = (_VARARGS if star else 0) | (_VARKEYWORDS if starstar else 0)
     return (

@@ -54,7 +54,6 @@ def plan_module(
     policy: Policy,
     module: types.ModuleType,
     matched: set[Rule],
-    only: str | None = None,
     *,
     reexports: bool | None = None,
     settled: Callable[[str, Any], bool] | None = None,
@@ -67,7 +66,6 @@ def plan_module(
     on the re-exported name would wrap the decorated function.
 
     :param matched: receives every rule that matched an object here (for unused-rule lists).
-    :param only: consider just this module attribute (and what a class defines).
     :param reexports: True plans only exact rules naming functions defined in another module
         (``from .impl import fn``), False everything else, None both.
     :param settled: module attributes to leave out, as for :func:`module_targets`.
@@ -76,10 +74,9 @@ def plan_module(
     result = ModulePlan(name or "?")
     if name is None or not policy.tree.covers_module(name):
         return result
-    targets: list[Target] = []
-    if only is None:  # (module_targets leaves out what is the policy's already; these too)
-        exact = _exact_targets(policy, module, name, result)
-        targets.extend(t for t in exact if not wrapped_as(t.raw, t.name))
+    # (module_targets leaves out what is the policy's already; so do the exact targets)
+    exact = _exact_targets(policy, module, name, result)
+    targets = [t for t in exact if not wrapped_as(t.raw, t.name)]
     if is_internal(name):
         for target in targets:
             result.problems.append(_internal(target, policy))
@@ -87,7 +84,7 @@ def plan_module(
     # Exact rules first: a rule that names an object through an alias (`Public = Impl`,
     # a re-export, a lambda) decides it under the name the rule gives.
     skipped: list[tuple[str, str]] = []
-    targets.extend(module_targets(module, only, skipped, wrapped_as, settled))
+    targets.extend(module_targets(module, None, skipped, wrapped_as, settled))
     if reexports is not True:  # the re-export pass sees the same module a second time
         result.skipped = [
             f"{where.replace(':', '.', 1)}: {why}"

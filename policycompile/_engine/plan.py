@@ -101,12 +101,11 @@ def decide(policy: Policy, target: Target, found: Found | None = None) -> Plan |
     one broad rule costs a few dictionary lookups per function.
     """
     memo = policy.memo
-    attr = target.attr
     key = (
         "plan",
         *policy.tree.signature(target.name, found),
         target.kind is not Kind.FUNCTION and not target.is_forward,
-        attr[:2] == "__" and attr[-2:] == "__" and attr != "__call__",  # _is_dunder, inline
+        _is_dunder(target.attr),
     )
     known: Any = memo.get(key, _UNDECIDED) if target.defined_in is None else _UNDECIDED
     if known is _UNDECIDED:

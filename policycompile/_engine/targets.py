@@ -247,7 +247,8 @@ def _inherited(cls: type, own: Any) -> Any:
     """The ``forward`` an ``nn.Module`` subclass without its own inherits (else None)."""
     if "forward" in own or not is_module_class(cls):
         return None
-    return next((vars(b)["forward"] for b in cls.__mro__[1:] if "forward" in vars(b)), None)
+    base = _defining_base(cls, "forward")
+    return None if base is None else vars(base)["forward"]
 
 
 def same_state(state: ClassState) -> bool:
@@ -272,24 +273,28 @@ def inherited_member(
     cls: type, attr: str, module: str, qualname: str | None = None
 ) -> Target | None:
     """``attr`` as found along the MRO (not in ``cls`` itself), to be wrapped on ``cls`` only."""
-    for base in cls.__mro__[1:]:
-        if attr in vars(base):
-            found = unwrap(vars(base)[attr])
-            if found is None:
-                return None
-            kind, func = found
-            return Target(
-                f"{module}:{qualname or cls.__qualname__}.{attr}",
-                cls,
-                attr,
-                vars(base)[attr],
-                func,
-                kind,
-                module,
-                defined_in=base,
-                is_forward=attr == "forward" and is_module_class(cls),
-            )
-    return None
+    base = _defining_base(cls, attr)
+    found = None if base is None else unwrap(vars(base)[attr])
+    if base is None or found is None:
+        return None
+    kind, func = found
+    return Target(
+        f"{module}:{qualname or cls.__qualname__}.{attr}",
+        cls,
+        attr,
+        vars(base)[attr],
+        func,
+        kind,
+        module,
+        defined_in=base,
+        is_forward=attr == "forward" and is_module_class(cls),
+    )
+
+
+def _defining_base(cls: type, attr: str) -> type | None:
+    """The first base along the MRO of ``cls`` (not ``cls`` itself) whose ``__dict__`` holds
+    ``attr``."""
+    return next((base for base in cls.__mro__[1:] if attr in vars(base)), None)
 
 
 def describe(obj: Any) -> str:

@@ -245,7 +245,7 @@ class PolicyHandle(Rebinding):
             before = namespace.get(name, MISSING)
             namespace[name] = obj  # bound while it is patched, then as it was:
             try:  # a decorator above may look up the name's previous definition
-                # patch_module(module, only=name, partial=True), without what concerns the
+                # as patch_module does, for this one name and without what concerns the
                 # whole module: a definition is patched as fast as it can be
                 matched: set[Rule] = set()
                 targets = module_targets(module, name, None, wrapped_as)
@@ -337,31 +337,28 @@ class PolicyHandle(Rebinding):
     def patch_module(
         self,
         module: types.ModuleType,
-        only: str | None = None,
         *,
         partial: bool = False,
         reexports: bool | None = None,
         settled: Callable[[str, Any], bool] | None = None,
     ) -> Patched:
         """Patch one module, all or nothing. Raises for a missing exact target under strict.
+        (One definition at a time is :meth:`define`'s.)
 
-        :param only: patch just the object this module attribute names (``policycompile run``
-            patches one definition at a time: :meth:`define`).
         :param partial: the module is still executing: patch what it defined so far, and
             leave missing names to be checked when it finishes.
         :param reexports: see :func:`plan_module`.
         :param settled: attributes to leave alone, see :func:`plan_module`.
         """
         matched: set[Rule] = set()
-        plan = plan_module(
-            self.policy, module, matched, only=only, reexports=reexports, settled=settled
-        )
+        plan = plan_module(self.policy, module, matched, reexports=reexports, settled=settled)
         for line in plan.skipped:
             self.warn(f"skipped {line}")
         if not partial:
             self._report_problems(plan)
-        full = only is None and not partial
-        return self._commit(plan.module, plan.plans, matched, full=full, deferred=plan.deferred)
+        return self._commit(
+            plan.module, plan.plans, matched, full=not partial, deferred=plan.deferred
+        )
 
     def _commit(
         self, module: str, plans: list[Plan], matched: set[Rule], *, full: bool, deferred: bool

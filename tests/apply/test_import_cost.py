@@ -193,9 +193,12 @@ def test_wrapper_codes_read_from_a_foreign_or_damaged_file_are_not_trusted(
     exec("def wrapper(a, b):\n    return (a, b)\n", namespace)
     unbound = namespace["wrapper"]
     assert isinstance(unbound, types.FunctionType)
+    one = codes.Shape(1, 0, 0, False, False)
+    ours = codes.renamed(codes.shape_code(one), {"_pc_a0": "_pc_x"})  # a name of the template's
     for key, code in (
         (keys[0], unbound.__code__),  # the right parameters, but no _pc_fn to call
         (keys[0], first.replace(co_flags=first.co_flags | inspect.CO_GENERATOR)),
+        ((*one, ("_pc_x",)), ours),  # such a function gets the generic wrapper, never this
     ):
         cachefile.write(str(path), header, marshal.dumps({key: code}))
         assert codes._read(str(path)) == {}, code

@@ -22,7 +22,7 @@ LIMIT = 64 << 20
 _CHECK = struct.Struct("<I")  # crc32 of the body, first in what follows the caller's header
 
 
-def read(path: str, header_size: int) -> tuple[bytes, bytes] | None:
+def read(path: str, header_size: int) -> tuple[bytes, memoryview] | None:
     """(header, body) of the cache file at ``path``, or None: missing, not a regular file,
     too large, too short, or a body that does not match its checksum."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -34,8 +34,9 @@ def read(path: str, header_size: int) -> tuple[bytes, bytes] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > LIMIT:
             return None
-        chunks, size = [], 0
-        while chunk := os.read(fd, 1 << 20):  # (it may have grown since fstat)
+        chunks, size, want = [], 0, info.st_size + 1  # the whole file in one read, as a rule
+        while chunk := os.read(fd, want):  # (it may have grown since fstat)
+            want = 1 << 20
             chunks.append(chunk)
             size += len(chunk)
             if size > LIMIT:
@@ -48,7 +49,7 @@ def read(path: str, header_size: int) -> tuple[bytes, bytes] | None:
     if len(data) < header_size + _CHECK.size:
         return None
     (check,) = _CHECK.unpack_from(data, header_size)
-    body = data[header_size + _CHECK.size :]
+    body = memoryview(data)[header_size + _CHECK.size :]  # (megabytes: never copied)
     if zlib.crc32(body) != check:
         return None
     return data[:header_size], body

@@ -92,7 +92,7 @@ def call_shape(func: types.FunctionType) -> tuple[Shape, tuple[str, ...]]:
 def _parameters(code: types.CodeType) -> tuple[Any, ...]:
     """``(*Shape, names)`` of the parameters of ``code``: a key of :data:`_CACHE`."""
     n_pos, n_kwonly, flags = code.co_argcount, code.co_kwonlyargcount, code.co_flags
-    star, starstar = bool(flags & _VARARGS), bool(flags & _VARKEYWORDS)
+    star, starstar = flags & _VARARGS != 0, flags & _VARKEYWORDS != 0
     every = code.co_varnames[: n_pos + n_kwonly + star + starstar]
     return (n_pos, code.co_posonlyargcount, n_kwonly, star, starstar, every)
 
@@ -118,7 +118,7 @@ def wrapper_code(func: types.FunctionType) -> tuple[types.CodeType, bool]:
     one; asked for every function a policy wraps, so the code is looked up by the
     function's parameters, and only its defaults are checked each time."""
     params = _parameters(func.__code__)
-    if not _defaults_fit(func, params):
+    if (func.__defaults__ is not None or func.__kwdefaults__) and not _defaults_fit(func, params):
         return named_code(*GENERIC), True
     if not _CACHE.loaded:
         _CACHE.load()

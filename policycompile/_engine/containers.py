@@ -75,17 +75,15 @@ def in_containers(modules: list[types.ModuleType], originals: Mapping[int, Any])
                 continue
             # read through the built-in type's own methods: a subclass's may run code (a
             # lazy mapping imports what it maps to when its items are asked for)
-            if issubclass(kind, dict):
-                pairs: list[tuple[Any, Any]] = list(dict.items(value))
-            elif issubclass(kind, list):
-                pairs = list(enumerate(list.__iter__(value)))
-            elif issubclass(kind, tuple):
-                pairs = list(enumerate(tuple.__iter__(value)))
-            elif issubclass(kind, set):
-                pairs = [(None, v) for v in set.__iter__(value)]
+            base = next(t for t in CONTAINERS if issubclass(kind, t))
+            values = list(dict.values(value) if base is dict else base.__iter__(value))
+            if not any(map(originals.__contains__, map(id, values))):
+                continue  # most containers (names, tables of strings): checked at C speed
+            if base is dict:
+                keys: list[Any] = list(dict.keys(value))
             else:
-                pairs = [(None, v) for v in frozenset.__iter__(value)]
-            for key, item in pairs:
+                keys = list(range(len(values))) if base in (list, tuple) else [None] * len(values)
+            for key, item in zip(keys, values, strict=True):
                 if id(item) in originals and item is originals[id(item)]:
                     mutable = issubclass(kind, dict | list | set)
                     yield Held(module, name, value, key, item, mutable)

@@ -104,19 +104,35 @@ def plan_targets(
 ) -> tuple[list[Plan], bool]:
     """The plans for ``targets`` (each owner's attribute once, the first target naming it
     decides), and whether re-exports were left for a later pass; see :func:`plan_module`."""
-    plans: list[Plan] = []
     deferred = False
     seen: set[tuple[int, str]] = set()
+
+    def chosen() -> Iterator[Target]:
+        nonlocal deferred
+        for target in targets:
+            key = (id(target.owner), target.attr)
+            if key in seen:
+                continue
+            seen.add(key)
+            if reexports is not None and is_reexport(target) != reexports:
+                deferred = deferred or not reexports
+                continue
+            yield target
+
+    plans = list(iter_plans(policy, chosen(), matched))
+    return plans, deferred
+
+
+def iter_plans(policy: Policy, targets: Iterable[Target], matched: set[Rule]) -> Iterator[Plan]:
+    """The plan of each of ``targets`` the policy wraps, decided as it is asked for (one
+    definition's targets are wrapped as they are decided: :meth:`PolicyHandle.define`).
+
+    :param matched: receives every rule that matched one of them (for unused-rule lists).
+    """
+    found_of = policy.tree.found
     counted: set[int] = set()
     for target in targets:
-        key = (id(target.owner), target.attr)
-        if key in seen:
-            continue
-        seen.add(key)
-        if reexports is not None and is_reexport(target) != reexports:
-            deferred = deferred or not reexports
-            continue
-        found = policy.tree.found(target.name)
+        found = found_of(target.name)
         if id(found) not in counted:  # shared by many names: their rules counted once
             counted.add(id(found))
             matched.update(rule for rule, _ in found)
@@ -125,8 +141,7 @@ def plan_targets(
             continue
         for note in plan.notes:
             log.debug("%s: %s", target.display, note)
-        plans.append(plan)
-    return plans, deferred
+        yield plan
 
 
 @dataclass

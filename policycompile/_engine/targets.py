@@ -112,10 +112,11 @@ def module_targets(
     skipped: list[tuple[str, str]] | None = None,
     done: Callable[[Any, str], bool] | None = None,
     settled: Callable[[str, Any], bool] | None = None,
-) -> Iterator[Target]:
+) -> list[Target]:
     """Functions the module defines, and the members of the classes it defines, recursively.
 
-    Values are classified by ``type()``, never by attributes they may compute.
+    Values are classified by ``type()``, never by attributes they may compute. (A list, not
+    a generator: asked at every definition of a module imported under a policy.)
 
     :param only: look at this one attribute of the module.
     :param skipped: receives (name, why) for each class that cannot be patched (a C type),
@@ -126,10 +127,11 @@ def module_targets(
     :param settled: ``settled(attr, value)`` says the module attribute needs no look at all:
         its definition was patched as it was made, and nothing about it changed since.
     """
+    out: list[Target] = []
     real = vars(module).get("__name__")
     name = policy_module_name(module)
     if name is None:
-        return
+        return out
     namespace = vars(module)
     if only is not None:  # one definition: never a walk over the whole namespace
         items = [(only, namespace[only])] if only in namespace else []
@@ -142,7 +144,7 @@ def module_targets(
                     continue
                 full = f"{name}:{attr}"
                 if done is None or not done(raw, full):
-                    yield Target(full, module, attr, raw, raw, Kind.FUNCTION, name)
+                    out.append(Target(full, module, attr, raw, raw, Kind.FUNCTION, name))
         elif is_class(raw) and _own(raw, "__module__") == real and raw.__qualname__ == attr:
             if settled is not None and settled(attr, raw):
                 continue
@@ -152,7 +154,8 @@ def module_targets(
                 if skipped is not None and any(unwrap(v) for v in vars(raw).values()):
                     skipped.append((f"{name}:{attr}", why))
                 continue
-            yield from class_targets(raw, name, done=done)
+            _class_targets(raw, name, attr, done, out)
+    return out
 
 
 def module_functions(module: types.ModuleType) -> Iterator[tuple[types.FunctionType, str]]:
@@ -174,7 +177,7 @@ def class_targets(
     module: str,
     qualname: str | None = None,
     done: Callable[[Any, str], bool] | None = None,
-) -> Iterator[Target]:
+) -> list[Target]:
     """The members stored in ``cls.__dict__`` (never ``getattr``, which binds), and nested
     classes; an ``nn.Module`` subclass without its own ``forward`` offers the inherited one.
 
@@ -182,37 +185,46 @@ def class_targets(
         (an alias such as ``Public = _Impl``, or a class made by a factory).
     :param done: as for :func:`module_targets`.
     """
-    qual = qualname or cls.__qualname__
-    prefix = f"{module}:{qual}"
+    out: list[Target] = []
+    _class_targets(cls, module, qualname or cls.__qualname__, done, out)
+    return out
+
+
+def _class_targets(
+    cls: type,
+    module: str,
+    qual: str,
+    done: Callable[[Any, str], bool] | None,
+    out: list[Target],
+) -> None:
+    prefix = f"{module}:{qual}."
     module_class = is_module_class(cls)
     own = vars(cls)
     for attr, raw in list(own.items()):
-        if type(raw) is types.FunctionType:  # most members: unwrap's answer, without a call
-            kind, func = Kind.METHOD, raw
-        else:
+        kind = type(raw)
+        if kind is types.FunctionType:  # most members: unwrap's answer, without a call
+            how, func = Kind.METHOD, raw
+        elif kind is staticmethod or kind is classmethod:
             found = unwrap(raw)
             if found is None:
-                if _nested(cls, attr, raw):
-                    yield from class_targets(raw, module, f"{qual}.{attr}", done)
                 continue
-            kind, func = found
-        full = f"{prefix}.{attr}"
+            how, func = found
+        else:  # (unwrap's answer too: nothing else is patchable)
+            if _nested(cls, attr, raw):
+                _class_targets(raw, module, f"{qual}.{attr}", done, out)
+            continue
+        full = prefix + attr
         if done is not None and done(func, full):
             continue
-        yield Target(
-            full,
-            cls,
-            attr,
-            raw,
-            func,
-            kind,
-            module,
-            is_forward=module_class and attr == "forward",
+        out.append(
+            Target(
+                full, cls, attr, raw, func, how, module, None, module_class and attr == "forward"
+            )
         )
     if module_class and "forward" not in own:
         inherited = inherited_member(cls, "forward", module, qual)
         if inherited is not None:
-            yield inherited
+            out.append(inherited)
 
 
 def _nested(cls: type, attr: str, raw: Any) -> bool:
@@ -289,6 +301,14 @@ def inherited_member(
         defined_in=base,
         is_forward=attr == "forward" and is_module_class(cls),
     )
+
+
+def still_inherited(target: Target) -> bool:
+    """Whether the class that ``target``, an inherited member, was wrapped on inherits that
+    very member still (the module may replace the base's member, or the bases, after the
+    subclass was made)."""
+    base = _defining_base(target.owner, target.attr)
+    return base is not None and vars(base).get(target.attr) is target.raw
 
 
 def _defining_base(cls: type, attr: str) -> type | None:

@@ -80,7 +80,6 @@ def _eogb_wrapper(
     fn: Callable[..., Any],
     value: bool,
     signature_of: types.FunctionType,
-    *,
     filename: str = "<policycompile error_on_graph_break wrapper>",
     observer: Observer | None = None,
 ) -> Callable[..., Any]:
@@ -120,6 +119,9 @@ def _trampoline(compiled: Callable[..., Any], filename: str) -> Callable[..., An
 
     _relabel(trampoline, filename)
     return trampoline
+
+
+_EOGB_KIND = {value: f"error_on_graph_break({value})" for value in (True, False)}
 
 
 def build(
@@ -177,9 +179,8 @@ def build(
         inner = _keep_identity(torch.compiler.set_stance(plan.stance)(inner), func)
     if plan.error_on_graph_break is not None:
         value = plan.error_on_graph_break and not audit
-        filename = label(f"error_on_graph_break({plan.error_on_graph_break})", target.display)
-        inner = _eogb_wrapper(inner, value, func, filename=filename, observer=observer)
-        inner = _keep_identity(inner, func)
+        filename = label(_EOGB_KIND[plan.error_on_graph_break], target.display)
+        inner = _keep_identity(_eogb_wrapper(inner, value, func, filename, observer), func)
         if observer is not None:
             observer.wrappers[filename] = plan
     inner.__policycompile__ = plan  # type: ignore[attr-defined]
@@ -239,8 +240,9 @@ def _keep_identity(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Cal
         wrapper.__qualname__ = func.__qualname__
         wrapper.__doc__ = func.__doc__
         wrapper.__annotations__ = func.__annotations__
-        for attr in _LATER_ASSIGNMENTS:  # __type_params__ (Python 3.12)
-            setattr(wrapper, attr, getattr(func, attr))
+        if _LATER_ASSIGNMENTS:
+            for attr in _LATER_ASSIGNMENTS:  # __type_params__ (Python 3.12)
+                setattr(wrapper, attr, getattr(func, attr))
     else:
         for attr in functools.WRAPPER_ASSIGNMENTS:
             try:

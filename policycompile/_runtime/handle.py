@@ -8,13 +8,14 @@ import threading
 import types
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._engine import codes
 from .._engine import hook as _hook
+from .._engine.commit import Patched, commit
 from .._engine.journal import MISSING, AliasRecord, HookRecord, Record, SlotRecord
-from .._engine.modules import ModulePlan, plan_module, plan_targets
+from .._engine.modules import ModulePlan, iter_plans, plan_module
 from .._engine.plan import Plan, wrapped_as
 from .._engine.rewrite import DefiningLoader, rewritable
 from .._engine.targets import (
@@ -26,10 +27,10 @@ from .._engine.targets import (
     module_targets,
     policy_module_name,
     same_state,
+    still_inherited,
     wrapped_chain,
 )
-from .._engine.wrappers import build
-from .._errors import PolicyTargetError, PolicyWarning
+from .._errors import PolicyWarning
 from .._observe.attribution import FunctionIndex
 from .._observe.observer import Observer
 from .._observe.report import Report
@@ -43,15 +44,6 @@ from .rebind import Rebinding, loaded_modules
 log = logging.getLogger("policycompile")
 
 Entry = Record | AliasRecord | SlotRecord
-
-
-class Patched(list[Record]):
-    """The records one call to ``patch_module`` made; ``deferred`` says it left re-exports
-    for a later pass."""
-
-    def __init__(self, records: list[Record] | None = None, *, deferred: bool = False) -> None:
-        super().__init__(records or [])
-        self.deferred = deferred
 
 
 class PolicyHandle(Rebinding):
@@ -91,6 +83,8 @@ class PolicyHandle(Rebinding):
         #: per module being imported (by ``__name__``): attribute -> what :meth:`define` made
         #: of it, and the state of its class, until the pass once the module ran
         self._settled: dict[Any, dict[str, tuple[Any, ClassState]]] = {}
+        #: ... and the inherited members it wrapped on a subclass, checked in that pass
+        self._inherited: dict[Any, list[Record]] = {}
         self.warnings: list[str] = []
         #: module-level places that hold an original and cannot be rebound (a tuple, a
         #: frozenset, a functools.partial), as ``mod.NAME[...] holds the original of ...``
@@ -249,8 +243,14 @@ class PolicyHandle(Rebinding):
                 # whole module: a definition is patched as fast as it can be
                 matched: set[Rule] = set()
                 targets = module_targets(module, name, None, wrapped_as)
-                plans, _ = plan_targets(self.policy, targets, matched)
-                self._commit(modname, plans, matched, full=False, deferred=False)
+                plans = iter_plans(self.policy, targets, matched)  # wrapped as decided
+                done = self._commit(modname, plans, matched, full=False, deferred=False)
+                inherited = [r for r in done if r.plan.target.defined_in is not None]
+                if inherited:
+                    with self._lock:
+                        self._inherited.setdefault(vars(module).get("__name__"), []).extend(
+                            inherited
+                        )
             finally:
                 obj = namespace[name]
                 if before is MISSING:
@@ -266,6 +266,16 @@ class PolicyHandle(Rebinding):
         with self._lock:
             self._settled.setdefault(vars(module).get("__name__"), {})[name] = (obj, state)
         return obj
+
+    def _take_back_stale(self, module: types.ModuleType) -> None:
+        """An inherited member wrapped on a subclass as it was defined, which the module's
+        later code replaced on the base (or the bases): the wrapper is taken back, and the
+        pass wraps what the class inherits now, as applying the policy after would."""
+        with self._lock:
+            for record in self._inherited.pop(vars(module).get("__name__"), ()):
+                if not still_inherited(record.plan.target) and record.restore():
+                    self._journal.remove(record)
+                    del self._wrappers[id(record.new)], self._wrapper_ids[id(record.new)]
 
     def _watched_definition(self, module: types.ModuleType, name: str, obj: Any) -> Any:
         for watch in self.watchers:
@@ -292,6 +302,7 @@ class PolicyHandle(Rebinding):
         return unchanged
 
     def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
+        self._take_back_stale(module)
         done = self.patch_module(module, settled=self._settled_in(module))
         # What this import patched once the module had run (``fn = make()``, a definition
         # under a decorator the rewrite leaves alone) may be held by the module's own
@@ -361,34 +372,23 @@ class PolicyHandle(Rebinding):
         )
 
     def _commit(
-        self, module: str, plans: list[Plan], matched: set[Rule], *, full: bool, deferred: bool
+        self,
+        module: str,
+        plans: Iterable[Plan],
+        matched: set[Rule],
+        *,
+        full: bool,
+        deferred: bool,
     ) -> Patched:
-        """Build and set the wrapper of each plan of ``module``, all or nothing, and journal
-        them; ``full``: the whole module, once it ran."""
-        done = Patched(deferred=deferred)
+        """Build and set the wrapper of each plan of ``module``, all or nothing (plans may be
+        decided as they are asked for), and journal them; ``full``: the whole module, once
+        it ran."""
         with self._lock:
             if not self.active:
-                return done
-            try:
-                for p in plans:
-                    owner, attr = p.target.owner, p.target.attr
-                    original = vars(owner).get(attr, MISSING)
-                    if original is not p.target.raw and wrapped_as(original, p.target.name):
-                        continue  # patched meanwhile, by another thread's import
-                    new = build(p, self.observer, audit=self.audit)
-                    record = Record(p, owner, attr, original, new)
-                    try:
-                        record.apply()
-                    except PolicyTargetError as exc:
-                        if p.exact is not None:
-                            raise
-                        self.warn(f"skipped {exc.message}")
-                        continue
-                    done.append(record)
-            except BaseException:
-                for record in reversed(done):
-                    record.restore()
-                raise
+                return Patched(deferred=deferred)
+            done = Patched(
+                commit(plans, self.observer, audit=self.audit, warn=self.warn), deferred=deferred
+            )
             if full and module in self._complete:
                 # importlib.reload re-executes the module: records of its old objects are stale
                 self._journal = [
@@ -450,6 +450,7 @@ class PolicyHandle(Rebinding):
         self._watched.clear()
         with self._lock:
             self._settled.clear()  # (a module whose import failed never had its pass)
+            self._inherited.clear()
         while True:
             with self._lock:
                 if not self._journal:

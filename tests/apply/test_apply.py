@@ -140,6 +140,57 @@ def test_atomic_when_a_patch_fails_part_way(modules: Modules) -> None:
         pass  # the failed apply left no active policy behind
 
 
+REFUSING = """
+MADE = []
+
+class Refusing(type):
+    def __init__(cls, *args):
+        super().__init__(*args)
+        MADE.append(cls)
+
+    def __setattr__(cls, name, value):
+        if name == "b":
+            raise TypeError("b is read-only")
+        super().__setattr__(name, value)
+"""
+
+TWO_MEMBERS = """
+from {meta} import Refusing
+
+class K(metaclass=Refusing):
+    def a(self, x):
+        return x
+
+    def b(self, x):
+        return x
+"""
+
+
+@pytest.mark.parametrize("when", ["after the import", "before the import"])
+def test_a_member_refused_after_another_was_patched_takes_that_one_back(
+    modules: Modules, when: str
+) -> None:
+    # One walk over one class sets `a`'s wrapper, then `b`'s is refused: `a` gets its
+    # function back, whether the class was patched as it was defined or once imported.
+    meta = modules.write(modules.name("meta"), REFUSING)
+    name = modules.write(modules.name("lib"), TWO_MEMBERS.format(meta=meta))
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.K.a: {{disable: true}}\n  {name}.K.b: {{disable: true}}\n"
+    )
+    made = importlib.import_module(meta).MADE
+    with pytest.raises(pc.PolicyTargetError, match="b is read-only"):
+        if when == "after the import":
+            importlib.import_module(name)
+            pc.apply(policy)
+        else:
+            with apply(policy):
+                importlib.import_module(name)
+    (k,) = made
+    assert not hasattr(vars(k)["a"], "__policycompile__")
+    assert not hasattr(vars(k)["b"], "__policycompile__")
+    assert vars(k)["a"].__code__.co_filename == vars(k)["b"].__code__.co_filename
+
+
 def test_patterns_skip_what_refuses_setattr_with_one_warning(modules: Modules) -> None:
     name = modules.write(modules.name("lib"), FROZEN)
     mod = importlib.import_module(name)

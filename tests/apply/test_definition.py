@@ -4,6 +4,7 @@ the hand-decorated source, with ``apply`` before the import and under ``policyco
 
 from __future__ import annotations
 
+import importlib
 import json
 import textwrap
 from pathlib import Path
@@ -155,3 +156,68 @@ def test_every_way_a_module_holds_its_function_under_run(tmp_path: Path, setting
     hand = _run_outcomes(hand_dir, "main.py")
     under_policy = _run_outcomes(policy_dir, "-m", "policycompile", "run", "p.yaml", "main.py")
     assert under_policy == hand
+
+
+REPLACED_BASE = """
+import torch
+
+
+class Base(torch.nn.Module):
+    def forward(self, x):
+        return "first"
+
+
+class Sub(Base):
+    pass
+
+
+def later(self, x):
+    return "later"
+
+
+Base.forward = later
+
+
+class Steady(torch.nn.Module):
+    def forward(self, x):
+        return "steady"
+
+
+class Kept(Steady):
+    pass
+
+
+KEPT = Kept.forward
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_subclass_gets_the_forward_its_base_has_once_the_module_ran(
+    modules: Modules, when: str
+) -> None:
+    """A rule on a subclass wraps the ``forward`` it inherits on the subclass: the one the
+    base has once the module ran, whether the policy was applied before the import (the
+    class was patched as it was defined, then the module replaced the base's) or after; a
+    subclass whose base kept its ``forward`` keeps the wrapper its definition got."""
+    name = modules.write(modules.name("replaced"), REPLACED_BASE)
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.Sub: {{error_on_graph_break: true}}\n"
+        f"  {name}.Kept: {{error_on_graph_break: true}}\n"
+    )
+    if when == "after":
+        module = importlib.import_module(name)
+    handle = apply(policy)
+    try:
+        if when == "before":
+            module = importlib.import_module(name)
+        assert module.Sub()(1) == "later"  # what the program computes without a policy
+        assert vars(module.Sub)["forward"].__wrapped__ is module.later
+        assert sorted(r.plan.target.name for r in handle.records) == [
+            f"{name}:Kept.forward",
+            f"{name}:Sub.forward",
+        ]
+        if when == "before":  # a base left as it was: the wrapper made at the definition
+            assert vars(module.Kept)["forward"] is module.KEPT
+    finally:
+        handle.undo()
+    assert "forward" not in vars(module.Sub) and not handle.warnings

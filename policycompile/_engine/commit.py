@@ -1,0 +1,61 @@
+"""Setting the wrappers of plans, all or nothing: each is built, set where its target is
+stored, and returned as the journal's :class:`~.journal.Record` of what to put back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .._errors import PolicyTargetError
+from .._observe.observer import Observer
+from .journal import MISSING, Record
+from .plan import Plan, wrapped_as
+from .wrappers import build
+
+
+class Patched(list[Record]):
+    """The records one call to ``patch_module`` made; ``deferred`` says it left re-exports
+    for a later pass."""
+
+    def __init__(self, records: list[Record] | None = None, *, deferred: bool = False) -> None:
+        super().__init__(records or [])
+        self.deferred = deferred
+
+
+def commit(
+    plans: Iterable[Plan],
+    observer: Observer | None,
+    *,
+    audit: bool,
+    warn: Callable[[str], object],
+) -> list[Record]:
+    """Build and set the wrapper of each of ``plans``, in order; the records of those set.
+
+    ``plans`` may be decided as they are asked for (:func:`.modules.iter_plans`): what one
+    definition makes is wrapped in one walk. A target whose owner already holds the policy's
+    wrapper for its name (patched meanwhile, by another thread's import) is left alone; one
+    whose owner refuses the wrapper is skipped with a warning, or raises when an exact rule
+    names it. Whatever raises (that, or deciding a later plan), the wrappers set so far are
+    taken back first.
+    """
+    done: list[Record] = []
+    try:
+        for plan in plans:
+            target = plan.target
+            owner, attr = target.owner, target.attr
+            original = vars(owner).get(attr, MISSING)
+            if original is not target.raw and wrapped_as(original, target.name):
+                continue
+            record = Record(plan, owner, attr, original, build(plan, observer, audit=audit))
+            try:
+                record.apply()
+            except PolicyTargetError as exc:
+                if plan.exact is not None:
+                    raise
+                warn(f"skipped {exc.message}")
+                continue
+            done.append(record)
+    except BaseException:
+        for record in reversed(done):
+            record.restore()
+        raise
+    return done

@@ -240,9 +240,8 @@ def _keep_identity(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Cal
         wrapper.__qualname__ = func.__qualname__
         wrapper.__doc__ = func.__doc__
         wrapper.__annotations__ = func.__annotations__
-        if _LATER_ASSIGNMENTS:
-            for attr in _LATER_ASSIGNMENTS:  # __type_params__ (Python 3.12)
-                setattr(wrapper, attr, getattr(func, attr))
+        for attr in _LATER_ASSIGNMENTS:  # __type_params__ (Python 3.12)
+            setattr(wrapper, attr, getattr(func, attr))
     else:
         for attr in functools.WRAPPER_ASSIGNMENTS:
             try:

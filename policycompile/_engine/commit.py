@@ -9,6 +9,7 @@ from .._errors import PolicyTargetError
 from .._observe.observer import Observer
 from .journal import MISSING, Record
 from .plan import Plan, wrapped_as
+from .targets import still_inherited
 from .wrappers import build
 
 
@@ -59,3 +60,23 @@ def commit(
             record.restore()
         raise
     return done
+
+
+def take_back_stale(records: Iterable[Record], warn: Callable[[str], object]) -> list[Record]:
+    """Of ``records``, inherited members wrapped on a subclass as it was defined, those whose
+    base no longer holds the member wrapped (the module replaced it, or the bases, since):
+    taken back, for the pass once the module ran to wrap what the class inherits then. One
+    that cannot be taken back (a metaclass refuses) keeps its wrapper, with a warning."""
+    out = []
+    for record in records:
+        try:
+            if still_inherited(record.plan.target) or not record.restore():
+                continue
+        except Exception as exc:
+            warn(
+                f"{record.where}: kept the wrapper of what it inherited when the class was "
+                f"made, though the base's changed since ({type(exc).__name__}: {exc})"
+            )
+            continue
+        out.append(record)
+    return out

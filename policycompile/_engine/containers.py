@@ -79,11 +79,14 @@ def in_containers(modules: list[types.ModuleType], originals: Mapping[int, Any])
             values = list(dict.values(value) if base is dict else base.__iter__(value))
             if not any(map(originals.__contains__, map(id, values))):
                 continue  # most containers (names, tables of strings): checked at C speed
+            # then the pairs, read at once (another thread may change the container meanwhile)
             if base is dict:
-                keys: list[Any] = list(dict.keys(value))
+                pairs: list[tuple[Any, Any]] = list(dict.items(value))
+            elif base in (list, tuple):
+                pairs = list(enumerate(base.__iter__(value)))
             else:
-                keys = list(range(len(values))) if base in (list, tuple) else [None] * len(values)
-            for key, item in zip(keys, values, strict=True):
+                pairs = [(None, v) for v in base.__iter__(value)]
+            for key, item in pairs:
                 if id(item) in originals and item is originals[id(item)]:
                     mutable = issubclass(kind, dict | list | set)
                     yield Held(module, name, value, key, item, mutable)

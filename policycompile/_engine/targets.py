@@ -284,9 +284,14 @@ def same_state(state: ClassState) -> bool:
 def inherited_member(
     cls: type, attr: str, module: str, qualname: str | None = None
 ) -> Target | None:
-    """``attr`` as found along the MRO (not in ``cls`` itself), to be wrapped on ``cls`` only."""
+    """``attr`` as found along the MRO (not in ``cls`` itself), to be wrapped on ``cls`` only.
+
+    A base's member that is a policy wrapper itself (the base was patched first) is seen
+    through: the subclass gets its own wrapper of the original, as when the policy is applied
+    once both classes exist, never a wrapper of a wrapper."""
     base = _defining_base(cls, attr)
-    found = None if base is None else unwrap(vars(base)[attr])
+    raw = None if base is None else _unwrapped_by_policy(vars(base)[attr])
+    found = unwrap(raw)
     if base is None or found is None:
         return None
     kind, func = found
@@ -294,7 +299,7 @@ def inherited_member(
         f"{module}:{qualname or cls.__qualname__}.{attr}",
         cls,
         attr,
-        vars(base)[attr],
+        raw,
         func,
         kind,
         module,
@@ -308,7 +313,22 @@ def still_inherited(target: Target) -> bool:
     very member still (the module may replace the base's member, or the bases, after the
     subclass was made)."""
     base = _defining_base(target.owner, target.attr)
-    return base is not None and vars(base).get(target.attr) is target.raw
+    if base is None:
+        return False
+    return _unwrapped_by_policy(vars(base).get(target.attr)) is target.raw
+
+
+def _unwrapped_by_policy(raw: Any) -> Any:
+    """What a policy wrapper stored as ``raw`` was made for (the raw value of its target:
+    every wrapper carries its plan as ``__policycompile__``); anything else as it is."""
+    found = unwrap(raw)
+    if found is None:
+        return raw
+    try:
+        target = getattr(getattr(found[1], "__policycompile__", None), "target", None)
+    except Exception:  # an object of the program's own under that name
+        return raw
+    return target.raw if isinstance(target, Target) else raw
 
 
 def _defining_base(cls: type, attr: str) -> type | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._engine import codes
 from .._engine import hook as _hook
-from .._engine.commit import Patched, commit
+from .._engine.commit import Patched, commit, take_back_stale
 from .._engine.journal import MISSING, AliasRecord, HookRecord, Record, SlotRecord
 from .._engine.modules import ModulePlan, iter_plans, plan_module
 from .._engine.plan import Plan, wrapped_as
@@ -27,7 +27,6 @@ from .._engine.targets import (
     module_targets,
     policy_module_name,
     same_state,
-    still_inherited,
     wrapped_chain,
 )
 from .._errors import PolicyWarning
@@ -268,14 +267,14 @@ class PolicyHandle(Rebinding):
         return obj
 
     def _take_back_stale(self, module: types.ModuleType) -> None:
-        """An inherited member wrapped on a subclass as it was defined, which the module's
+        """Inherited members wrapped on a subclass as it was defined, which the module's
         later code replaced on the base (or the bases): the wrapper is taken back, and the
         pass wraps what the class inherits now, as applying the policy after would."""
         with self._lock:
-            for record in self._inherited.pop(vars(module).get("__name__"), ()):
-                if not still_inherited(record.plan.target) and record.restore():
-                    self._journal.remove(record)
-                    del self._wrappers[id(record.new)], self._wrapper_ids[id(record.new)]
+            records = self._inherited.pop(vars(module).get("__name__"), ())
+            for record in take_back_stale(records, self.warn):
+                self._journal.remove(record)
+                del self._wrappers[id(record.new)], self._wrapper_ids[id(record.new)]
 
     def _watched_definition(self, module: types.ModuleType, name: str, obj: Any) -> Any:
         for watch in self.watchers:

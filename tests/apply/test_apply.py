@@ -178,13 +178,17 @@ def test_a_member_refused_after_another_was_patched_takes_that_one_back(
         f"version: 1\ntargets:\n  {name}.K.a: {{disable: true}}\n  {name}.K.b: {{disable: true}}\n"
     )
     made = importlib.import_module(meta).MADE
-    with pytest.raises(pc.PolicyTargetError, match="b is read-only"):
+
+    def patch() -> None:
         if when == "after the import":
             importlib.import_module(name)
             pc.apply(policy)
         else:
             with apply(policy):
                 importlib.import_module(name)
+
+    with pytest.raises(pc.PolicyTargetError, match="b is read-only"):
+        patch()
     (k,) = made
     assert not hasattr(vars(k)["a"], "__policycompile__")
     assert not hasattr(vars(k)["b"], "__policycompile__")

@@ -221,3 +221,123 @@ def test_a_subclass_gets_the_forward_its_base_has_once_the_module_ran(
     finally:
         handle.undo()
     assert "forward" not in vars(module.Sub) and not handle.warnings
+
+
+REFUSED_BASE = """
+import torch
+
+REFUSE = True
+
+
+class Meta(type(torch.nn.Module)):
+    def __delattr__(cls, name):
+        if REFUSE and name == "forward":
+            raise TypeError("forward cannot be deleted")
+        super().__delattr__(name)
+
+
+class Base(torch.nn.Module, metaclass=Meta):
+    def forward(self, x):
+        return "first"
+
+
+class Sub(Base):
+    pass
+
+
+def later(self, x):
+    return "later"
+
+
+Base.forward = later
+"""
+
+
+def test_a_stale_inherited_forward_that_cannot_be_taken_back_is_said(modules: Modules) -> None:
+    """A metaclass that refuses to let the subclass's wrapper go: the import goes on, the
+    wrapper made at the definition stays, and a warning says so."""
+    name = modules.write(modules.name("refused"), REFUSED_BASE)
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.Sub: {{error_on_graph_break: true}}\n")
+    handle = apply(policy)
+    try:
+        module = importlib.import_module(name)
+        assert [w for w in handle.warnings if "kept the wrapper" in w] == [
+            f"{name}.Sub.forward: kept the wrapper of what it inherited when the class was "
+            "made, though the base's changed since (TypeError: forward cannot be deleted)"
+        ]
+        assert vars(module.Sub)["forward"].__wrapped__.__name__ == "forward"
+    finally:
+        module.REFUSE = False
+        handle.undo()
+    assert "forward" not in vars(module.Sub)
+
+
+CHAINS = """
+import torch
+
+
+class Base(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Sub(Base):
+    pass
+
+
+class SubSub(Sub):
+    pass
+
+
+class Other(torch.nn.Module):
+    def forward(self, x):
+        return -x
+
+
+class Taken(Other):
+    pass
+
+
+Other.forward = Taken.forward  # the subclass's wrapper, under the policy, put on the base
+
+
+class Later(Other):
+    pass
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_inherited_forward_is_wrapped_once_whoever_was_patched_first(
+    modules: Modules, when: str
+) -> None:
+    """A subclass made after its base was patched wraps the base's original, not the base's
+    wrapper: one wrapper deep everywhere, as when the policy is applied after the import."""
+    name = modules.write(modules.name("chains"), CHAINS)
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.**: {{error_on_graph_break: true}}\n"
+        f"  {name}.Taken: {{error_on_graph_break: true}}\n"
+        f"  {name}.Later: {{error_on_graph_break: true}}\n"
+    )
+    if when == "after":
+        module = importlib.import_module(name)
+    handle = apply(policy)
+    try:
+        if when == "before":
+            module = importlib.import_module(name)
+        depths = {}
+        for cls in ("Base", "Sub", "SubSub", "Taken", "Later"):
+            fn, depth = vars(getattr(module, cls))["forward"], 0
+            while hasattr(fn, "__policycompile__"):
+                fn, depth = fn.__wrapped__, depth + 1
+            depths[cls] = (depth, fn.__qualname__)
+        assert depths == {
+            "Base": (1, "Base.forward"),
+            "Sub": (1, "Base.forward"),
+            "SubSub": (1, "Base.forward"),
+            "Taken": (1, "Other.forward"),
+            "Later": (1, "Other.forward"),
+        }
+        assert module.SubSub()(torch.ones(1)).item() == 1.0
+        assert module.Later()(torch.ones(1)).item() == -1.0
+    finally:
+        handle.undo()

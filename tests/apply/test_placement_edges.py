@@ -239,3 +239,35 @@ def test_a_damaged_cache_body_is_rewritten_not_trusted(
     Path(cache).write_bytes(bytes(flipped))
     assert rewrite._read_cached(cache, source.stat().st_size, source.stat().st_mtime_ns) is None
     os.unlink(cache)
+
+
+def test_a_container_changed_by_another_thread_is_read_as_one_snapshot() -> None:
+    """The items of a module-level dict are paired with their keys as read at one moment:
+    a thread reordering the dict meanwhile never makes another key look like the holder."""
+    import threading
+    import types
+
+    from policycompile._engine.containers import in_containers
+
+    def fn() -> None:
+        pass
+
+    module = types.ModuleType("churned")
+    table: dict[typing.Any, typing.Any] = {i: i for i in range(200_000)}
+    table["fn"] = fn
+    module.TABLE = table  # type: ignore[attr-defined]
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            key = next(iter(table))
+            table[key] = table.pop(key)
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        found = [[h.key for h in in_containers([module], {id(fn): fn})] for _ in range(30)]
+    finally:
+        stop.set()
+        thread.join()
+    assert found == [["fn"]] * 30

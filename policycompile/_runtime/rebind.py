@@ -25,7 +25,10 @@ def unwrapped(value: Any, wrappers: dict[int, Record]) -> Any:
     seen: set[int] = set()  # a wrapper is never its own original; guard all the same
     while id(value) in wrappers and wrappers[id(value)].new is value and id(value) not in seen:
         seen.add(id(value))
-        value = wrappers[id(value)].original
+        record = wrappers[id(value)]
+        # an inherited member's attribute was absent: what the wrapper stood for is the
+        # base's member it wrapped
+        value = record.plan.target.raw if record.original is MISSING else record.original
     return value
 
 

@@ -188,6 +188,7 @@ class Kept(Steady):
 
 
 KEPT = Kept.forward
+ALIAS, TABLE, LIST = Kept.forward, {"f": Kept.forward}, [Kept.forward]
 """
 
 
@@ -221,6 +222,8 @@ def test_a_subclass_gets_the_forward_its_base_has_once_the_module_ran(
     finally:
         handle.undo()
     assert "forward" not in vars(module.Sub) and not handle.warnings
+    steady = vars(module.Steady)["forward"]  # what the module's own references held
+    assert module.ALIAS is module.TABLE["f"] is module.LIST[0] is steady
 
 
 REFUSED_BASE = """

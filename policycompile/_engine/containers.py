@@ -79,17 +79,36 @@ def in_containers(modules: list[types.ModuleType], originals: Mapping[int, Any])
             values = list(dict.values(value) if base is dict else base.__iter__(value))
             if not any(map(originals.__contains__, map(id, values))):
                 continue  # most containers (names, tables of strings): checked at C speed
-            # then the pairs, read at once (another thread may change the container meanwhile)
-            if base is dict:
-                pairs: list[tuple[Any, Any]] = list(dict.items(value))
-            elif base in (list, tuple):
-                pairs = list(enumerate(base.__iter__(value)))
-            else:
-                pairs = [(None, v) for v in base.__iter__(value)]
-            for key, item in pairs:
+            for key, item in _pairs(base, value):
                 if id(item) in originals and item is originals[id(item)]:
                     mutable = issubclass(kind, dict | list | set)
                     yield Held(module, name, value, key, item, mutable)
+
+
+#: reads of a dict subclass that another thread keeps changing, before the last may raise
+_ATTEMPTS = 16
+
+
+def _pairs(base: type[Any], value: Any) -> list[tuple[Any, Any]]:
+    """(key, item) of a container, read through ``base``'s own methods, each key with its item
+    from one read: keys and values read apart may pair a key with the item another thread
+    moved there meanwhile.
+
+    ``dict.items`` makes a tuple per item, which may start a garbage collection, during which
+    another thread may change the dict; so a plain dict is copied first (``dict.copy``
+    clones its table without running any code) and its copy is read. A subclass (whose copy
+    might call its own ``keys``) is read again while another thread changes it."""
+    if type(value) is dict:
+        return list(dict.items(dict.copy(value)))
+    if base is dict:
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return list(dict.items(value))
+            except RuntimeError:  # changed by another thread while it was read
+                continue
+        return list(dict.items(value))
+    items = list(base.__iter__(value))  # (one read, with no object made per item)
+    return list(enumerate(items)) if base in (list, tuple) else [(None, v) for v in items]
 
 
 def _defaults(

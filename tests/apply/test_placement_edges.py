@@ -241,10 +241,19 @@ def test_a_damaged_cache_body_is_rewritten_not_trusted(
     os.unlink(cache)
 
 
-def test_a_container_changed_by_another_thread_is_read_as_one_snapshot() -> None:
-    """The items of a module-level dict are paired with their keys as read at one moment:
-    a thread reordering the dict meanwhile never makes another key look like the holder."""
+@pytest.mark.parametrize(
+    ("size", "rounds", "during_collections"), [(200_000, 30, False), (20_000, 5, True)]
+)
+def test_a_container_changed_by_another_thread_is_read_as_one_snapshot(
+    size: int, rounds: int, during_collections: bool
+) -> None:
+    """The items of a module-level dict are paired with their keys as read at one moment: a
+    thread reordering the dict meanwhile (whenever the interpreter switches threads, or
+    during every garbage collection) never makes another key look like the holder, nor
+    makes the read fail."""
+    import gc
     import threading
+    import time
     import types
 
     from policycompile._engine.containers import in_containers
@@ -253,7 +262,7 @@ def test_a_container_changed_by_another_thread_is_read_as_one_snapshot() -> None
         pass
 
     module = types.ModuleType("churned")
-    table: dict[typing.Any, typing.Any] = {i: i for i in range(200_000)}
+    table: dict[typing.Any, typing.Any] = {i: i for i in range(size)}
     table["fn"] = fn
     module.TABLE = table  # type: ignore[attr-defined]
     stop = threading.Event()
@@ -263,11 +272,18 @@ def test_a_container_changed_by_another_thread_is_read_as_one_snapshot() -> None
             key = next(iter(table))
             table[key] = table.pop(key)
 
+    def switch(phase: str, info: dict[str, int]) -> None:
+        time.sleep(0)  # a collection that runs Python code lets the other thread in
+
     thread = threading.Thread(target=churn, daemon=True)
     thread.start()
+    if during_collections:
+        gc.callbacks.append(switch)
     try:
-        found = [[h.key for h in in_containers([module], {id(fn): fn})] for _ in range(30)]
+        found = [[h.key for h in in_containers([module], {id(fn): fn})] for _ in range(rounds)]
     finally:
+        if during_collections:
+            gc.callbacks.remove(switch)
         stop.set()
         thread.join()
-    assert found == [["fn"]] * 30
+    assert found == [["fn"]] * rounds

@@ -85,7 +85,7 @@ def in_containers(modules: list[types.ModuleType], originals: Mapping[int, Any])
                     yield Held(module, name, value, key, item, mutable)
 
 
-#: reads of a dict subclass that another thread keeps changing, before the last may raise
+#: reads of a dict that another thread keeps changing, before the last one may raise
 _ATTEMPTS = 16
 
 
@@ -96,19 +96,23 @@ def _pairs(base: type[Any], value: Any) -> list[tuple[Any, Any]]:
 
     ``dict.items`` makes a tuple per item, which may start a garbage collection, during which
     another thread may change the dict; so a plain dict is copied first (``dict.copy``
-    clones its table without running any code) and its copy is read. A subclass (whose copy
-    might call its own ``keys``) is read again while another thread changes it."""
-    if type(value) is dict:
-        return list(dict.items(dict.copy(value)))
-    if base is dict:
-        for _ in range(_ATTEMPTS - 1):
-            try:
-                return list(dict.items(value))
-            except RuntimeError:  # changed by another thread while it was read
-                continue
-        return list(dict.items(value))
-    items = list(base.__iter__(value))  # (one read, with no object made per item)
-    return list(enumerate(items)) if base in (list, tuple) else [(None, v) for v in items]
+    clones its table, as a rule without running any code) and its copy is read. A subclass
+    (whose copy might call its own ``keys``) is read as it is. Either is read again while
+    another thread's change makes the read fail."""
+    if base is not dict:
+        items = list(base.__iter__(value))  # (one read, with no object made per item)
+        return list(enumerate(items)) if base in (list, tuple) else [(None, v) for v in items]
+    plain = type(value) is dict
+
+    def read() -> list[tuple[Any, Any]]:
+        return list(dict.items(dict.copy(value) if plain else value))
+
+    for _ in range(_ATTEMPTS - 1):
+        try:
+            return read()
+        except RuntimeError:  # changed by another thread while it was read
+            continue
+    return read()
 
 
 def _defaults(

@@ -81,8 +81,7 @@ def in_containers(modules: list[types.ModuleType], originals: Mapping[int, Any])
                 continue  # most containers (names, tables of strings): checked at C speed
             for key, item in _pairs(base, value):
                 if id(item) in originals and item is originals[id(item)]:
-                    mutable = issubclass(kind, dict | list | set)
-                    yield Held(module, name, value, key, item, mutable)
+                    yield Held(module, name, value, key, item, base in (dict, list, set))
 
 
 #: reads of a dict that another thread keeps changing, before the last one may raise

@@ -158,11 +158,9 @@ def test_every_way_a_module_holds_its_function_under_run(tmp_path: Path, setting
     assert under_policy == hand
 
 
-REPLACED_BASE = """
-import torch
-
-
-class Base(torch.nn.Module):
+#: a subclass that inherits forward, then the module's own code replaces the base's
+REPLACING = """
+class Base({bases}):
     def forward(self, x):
         return "first"
 
@@ -176,7 +174,12 @@ def later(self, x):
 
 
 Base.forward = later
+"""
 
+REPLACED_BASE = (
+    "import torch\n"
+    + REPLACING.format(bases="torch.nn.Module")
+    + """
 
 class Steady(torch.nn.Module):
     def forward(self, x):
@@ -190,6 +193,7 @@ class Kept(Steady):
 KEPT = Kept.forward
 ALIAS, TABLE, LIST = Kept.forward, {"f": Kept.forward}, [Kept.forward]
 """
+)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -237,23 +241,7 @@ class Meta(type(torch.nn.Module)):
         if REFUSE and name == "forward":
             raise TypeError("forward cannot be deleted")
         super().__delattr__(name)
-
-
-class Base(torch.nn.Module, metaclass=Meta):
-    def forward(self, x):
-        return "first"
-
-
-class Sub(Base):
-    pass
-
-
-def later(self, x):
-    return "later"
-
-
-Base.forward = later
-"""
+""" + REPLACING.format(bases="torch.nn.Module, metaclass=Meta")
 
 
 def test_a_stale_inherited_forward_that_cannot_be_taken_back_is_said(modules: Modules) -> None:

@@ -28,6 +28,8 @@ from . import cachefile
 TEMPLATE = """
 def _pc_make(_pc_fn):
     def wrapper({params}):
+        if _pc_undone:
+            return _pc_fn({args})
         if _pc_is_compiling():
             with _pc_context(_pc_value):
                 return _pc_fn({args})

@@ -62,13 +62,22 @@ def commit(
     return done
 
 
-def take_back_stale(records: Iterable[Record], warn: Callable[[str], object]) -> list[Record]:
-    """Of ``records``, inherited members wrapped on a subclass as it was defined, those whose
-    base no longer holds the member wrapped (the module replaced it, or the bases, since):
-    taken back, for the pass once the module ran to wrap what the class inherits then. One
-    that cannot be taken back (a metaclass refuses) keeps its wrapper, with a warning."""
+def settle_definitions(
+    records: Iterable[Record], warn: Callable[[str], object], *, take_back: bool = True
+) -> list[Record]:
+    """Once a module ran, the ``records`` made at its definitions: those its own code replaced
+    since are marked so (:attr:`Record.replaced_at_import`), and inherited members wrapped on
+    a subclass whose base no longer holds the member wrapped (the module replaced it, or the
+    bases) are taken back, for the pass to wrap what the class inherits then; those are
+    returned. One that cannot be taken back (a metaclass refuses) keeps its wrapper, with a
+    warning. ``take_back`` False only marks (undo, for a module whose import failed)."""
     out = []
     for record in records:
+        if not record.still_ours():
+            record.replaced_at_import = True
+            continue
+        if not take_back or record.plan.target.defined_in is None:
+            continue
         try:
             if still_inherited(record.plan.target) or not record.restore():
                 continue

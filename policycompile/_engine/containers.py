@@ -41,6 +41,12 @@ class Held:
             return f"{owner} (a {type(self.container).__name__})"
         return f"{owner}[{self.key!r}]"
 
+    @property
+    def slot(self) -> tuple[int, Any, int]:
+        """The place and what it holds, whichever module's name reached the container:
+        ``(id(container), key, id(value))``."""
+        return id(self.container), self.key, id(self.value)
+
 
 def items(module: types.ModuleType) -> list[tuple[str, Any]]:
     """A module's globals (a module whose ``__dict__`` cannot be listed has none)."""

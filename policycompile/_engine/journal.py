@@ -9,9 +9,7 @@ from typing import Any
 
 from .._errors import PolicyTargetError
 from .plan import Plan
-from .targets import (
-    describe,
-)
+from .targets import describe, wrapped_chain
 
 MISSING: Any = object()
 
@@ -25,6 +23,10 @@ class Record:
     attr: str
     original: Any  # the value in owner.__dict__ before, or MISSING when inherited
     new: Any
+    #: made at a definition, and the module's own code bound something else there before it
+    #: finished (a second ``def``, a decorator above, ``f = copy(f)``): undo has nothing
+    #: to put back there, and that is no news
+    replaced_at_import: bool = False
 
     @property
     def module(self) -> str:
@@ -54,15 +56,28 @@ class Record:
     def still_ours(self) -> bool:
         return vars(self.owner).get(self.attr, MISSING) is self.new
 
-    def restore(self) -> bool:
-        """Put the original back if the attribute still holds our wrapper."""
+    def restore(self, original: Any = MISSING) -> bool:
+        """Put the original (or ``original``, when given) back if the attribute still holds
+        our wrapper."""
         if not self.still_ours():
             return False
-        if self.original is MISSING:
+        if original is MISSING:
+            original = self.original
+        if original is MISSING:
             delattr(self.owner, self.attr)
         else:
-            setattr(self.owner, self.attr, self.original)
+            setattr(self.owner, self.attr, original)
         return True
+
+    def expected(self) -> bool:
+        """Whether an attribute that no longer holds our wrapper is as the program made it:
+        replaced by the module's own code as it ran, or holding another decorator's object
+        around the wrapper (``functools.lru_cache`` over a definition wrapped where it was
+        written, docs/apply.md). The wrapper stays there, as a hand decorator would."""
+        if self.replaced_at_import:
+            return True
+        value = vars(self.owner).get(self.attr, MISSING)
+        return any(inner is self.new for inner in wrapped_chain(value))
 
 
 @dataclass(eq=False)

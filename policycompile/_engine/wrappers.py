@@ -54,8 +54,17 @@ def _wrapper_globals(value: bool, observer: Observer | None) -> dict[str, Any]:
             "_pc_value": value,
             "_pc_context": torch._dynamo.error_on_graph_break,
             "_pc_seen": observer.record_exception if observer is not None else _ignore,
+            "_pc_undone": False,
         }
     return found
+
+
+def disarm(observer: Observer) -> None:
+    """Every ``error_on_graph_break`` wrapper made under ``observer`` calls its function and
+    does nothing else from now on: what undo cannot take back (a wrapper the program copied or
+    gave to another decorator, a default argument) stays where it is, but inert."""
+    for table in observer.wrapper_globals.values():
+        table["_pc_undone"] = True
 
 
 def _ignore(exc: BaseException) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._engine import codes
 from .._engine import hook as _hook
-from .._engine.commit import Patched, commit, take_back_stale
+from .._engine.commit import Patched, commit, settle_definitions
 from .._engine.journal import MISSING, AliasRecord, HookRecord, Record, SlotRecord
 from .._engine.modules import ModulePlan, iter_plans, plan_module
 from .._engine.plan import Plan, wrapped_as
@@ -27,8 +27,8 @@ from .._engine.targets import (
     module_targets,
     policy_module_name,
     same_state,
-    wrapped_chain,
 )
+from .._engine.wrappers import disarm
 from .._errors import PolicyWarning
 from .._observe.attribution import FunctionIndex
 from .._observe.observer import Observer
@@ -74,6 +74,7 @@ class PolicyHandle(Rebinding):
         self._restoring: Entry | None = None
         self._wrappers: dict[int, Record] = {}  # id(wrapper) -> the record that made it
         self._wrapper_ids: dict[int, Any] = {}  # id(wrapper) -> wrapper
+        self._slots: set[tuple[int, Any, int]] = set()
         self._matched: set[Rule] = set()
         self._said: set[str] = set()  # patterns of rules a missing-target error named
         self._patched_modules: set[str] = set()
@@ -82,8 +83,8 @@ class PolicyHandle(Rebinding):
         #: per module being imported (by ``__name__``): attribute -> what :meth:`define` made
         #: of it, and the state of its class, until the pass once the module ran
         self._settled: dict[Any, dict[str, tuple[Any, ClassState]]] = {}
-        #: ... and the inherited members it wrapped on a subclass, checked in that pass
-        self._inherited: dict[Any, list[Record]] = {}
+        #: ... and the records of its definitions, checked in that pass
+        self._defined: dict[Any, list[Record]] = {}
         self.warnings: list[str] = []
         #: module-level places that hold an original and cannot be rebound (a tuple, a
         #: frozenset, a functools.partial), as ``mod.NAME[...] holds the original of ...``
@@ -244,12 +245,9 @@ class PolicyHandle(Rebinding):
                 targets = module_targets(module, name, None, wrapped_as)
                 plans = iter_plans(self.policy, targets, matched)  # wrapped as decided
                 done = self._commit(modname, plans, matched, full=False, deferred=False)
-                inherited = [r for r in done if r.plan.target.defined_in is not None]
-                if inherited:
+                if done:
                     with self._lock:
-                        self._inherited.setdefault(vars(module).get("__name__"), []).extend(
-                            inherited
-                        )
+                        self._defined.setdefault(vars(module).get("__name__"), []).extend(done)
             finally:
                 obj = namespace[name]
                 if before is MISSING:
@@ -266,13 +264,14 @@ class PolicyHandle(Rebinding):
             self._settled.setdefault(vars(module).get("__name__"), {})[name] = (obj, state)
         return obj
 
-    def _take_back_stale(self, module: types.ModuleType) -> None:
-        """Inherited members wrapped on a subclass as it was defined, which the module's
-        later code replaced on the base (or the bases): the wrapper is taken back, and the
-        pass wraps what the class inherits now, as applying the policy after would."""
+    def _settle_definitions(self, module: types.ModuleType) -> None:
+        """What :meth:`define` wrapped in ``module``, now that it ran: inherited members whose
+        base the module changed since are taken back, for the pass to wrap what the class
+        inherits now (as applying the policy after would); what the module's own code
+        replaced is no news at undo (:func:`~.._engine.commit.settle_definitions`)."""
         with self._lock:
-            records = self._inherited.pop(vars(module).get("__name__"), ())
-            for record in take_back_stale(records, self.warn):
+            records = self._defined.pop(vars(module).get("__name__"), ())
+            for record in settle_definitions(records, self.warn):
                 self._journal.remove(record)
                 del self._wrappers[id(record.new)], self._wrapper_ids[id(record.new)]
 
@@ -301,7 +300,7 @@ class PolicyHandle(Rebinding):
         return unchanged
 
     def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
-        self._take_back_stale(module)
+        self._settle_definitions(module)
         done = self.patch_module(module, settled=self._settled_in(module))
         # What this import patched once the module had run (``fn = make()``, a definition
         # under a decorator the rewrite leaves alone) may be held by the module's own
@@ -449,7 +448,9 @@ class PolicyHandle(Rebinding):
         self._watched.clear()
         with self._lock:
             self._settled.clear()  # (a module whose import failed never had its pass)
-            self._inherited.clear()
+            for records in self._defined.values():
+                settle_definitions(records, self.warn, take_back=False)
+            self._defined.clear()
         while True:
             with self._lock:
                 if not self._journal:
@@ -457,22 +458,17 @@ class PolicyHandle(Rebinding):
                 entry = self._journal[-1]
             again = entry is self._restoring
             self._restoring = entry
-            if not entry.restore() and not again:
+            if not self._put_back(entry) and not again:
                 self._left_alone(entry)
             with self._lock:
                 if self._journal and self._journal[-1] is entry:
                     self._journal.pop()
         self._restoring = None
         self._sweep()
+        disarm(self.observer)
         with self._lock:
             self._finished = True
         self._on_undone(self)
-
-    def _left_alone(self, entry: Entry) -> None:
-        if isinstance(entry, Record) and _holds_inside(entry):
-            return  # placed at the definition, under a decorator written over it: it stays
-        text = f"{entry.where} no longer holds the policy's wrapper (replaced since); left as it is"
-        warnings.warn(text, PolicyWarning, stacklevel=3)
 
     def __enter__(self) -> PolicyHandle:
         return self
@@ -486,11 +482,3 @@ class PolicyHandle(Rebinding):
 
 
 _modules = loaded_modules
-
-
-def _holds_inside(record: Record) -> bool:
-    """Whether the attribute holds another decorator's object around the policy's wrapper
-    (``functools.lru_cache`` over a definition wrapped where it was written, docs/apply.md):
-    the wrapper stays there, as a hand decorator would, and that is no news."""
-    value = vars(record.owner).get(record.attr, MISSING)
-    return any(inner is record.new for inner in wrapped_chain(value))

@@ -53,6 +53,9 @@ def sweep(modules: list[types.ModuleType], wrappers: dict[int, Record]) -> list[
     return problems
 
 
+_METHODS = (staticmethod, classmethod)
+
+
 def loaded_modules() -> list[types.ModuleType]:
     """The modules imported so far (entries of ``sys.modules`` that are modules)."""
     return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
@@ -67,6 +70,9 @@ class Rebinding:
     _journal: list[Record | AliasRecord | SlotRecord]
     _wrappers: dict[int, Record]  # id(wrapper) -> the record that made it
     _wrapper_ids: dict[int, Any]  # id(wrapper) -> wrapper: looked up for every held item
+    #: the container slots journaled, with what they held (:attr:`~.containers.Held.slot`):
+    #: a dict that several modules import (``from .rope import ROPE_FUNCTIONS``) is one place
+    _slots: set[tuple[int, Any, int]]
     hold: set[str]
     active: bool
     unreached: list[str]
@@ -163,6 +169,7 @@ class Rebinding:
                     refused.append((held.where, record, exc))
                     continue
                 self._journal.append(slot)
+                self._slots.add(held.slot)
 
     def unreached_references(self) -> list[str]:
         """References to patched module-level functions that rebinding could not reach
@@ -190,7 +197,33 @@ class Rebinding:
             if held.rebindable and original is not MISSING:
                 slot = SlotRecord(held.where, held.container, held.key, original, held.value)
                 with self._lock:
-                    self._journal.append(slot)
+                    if held.slot not in self._slots:
+                        self._slots.add(held.slot)
+                        self._journal.append(slot)
+
+    def _put_back(self, entry: Record | AliasRecord | SlotRecord) -> bool:
+        """Restore ``entry`` (False: it no longer holds our wrapper). An attribute whose original is
+        another of our wrappers (a class attribute set to another target's wrapper as the
+        module ran: an ``Enum``'s ``_generate_next_value_``) gets that one's original, as if
+        no policy had applied, in the static or class method it was in."""
+        if not isinstance(entry, Record):
+            return entry.restore()
+        original = entry.original
+        kind = type(original)
+        inner = original.__func__ if kind is staticmethod or kind is classmethod else original
+        made = self._wrappers.get(id(inner))
+        if made is None or made.new is not inner:
+            return entry.restore()
+        inner = unwrapped(inner, self._wrappers)
+        return entry.restore(kind(inner) if kind in _METHODS else inner)
+
+    def _left_alone(self, entry: Record | AliasRecord | SlotRecord) -> None:
+        """Say that ``entry`` no longer holds our wrapper, unless that is as the program made
+        it (:meth:`.Record.expected`)."""
+        if isinstance(entry, Record) and entry.expected():
+            return
+        text = f"{entry.where} no longer holds the policy's wrapper (replaced since); left as it is"
+        warnings.warn(text, PolicyWarning, stacklevel=3)
 
     def _sweep(self) -> None:
         """Put originals back into globals that still hold one of our function wrappers."""
@@ -201,3 +234,4 @@ class Rebinding:
             warnings.warn(problem, PolicyWarning, stacklevel=3)
         self._wrappers = {}
         self._wrapper_ids = {}
+        self._slots = set()

@@ -6,6 +6,7 @@ shapes a hostile user would write."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import pickle
 import sys
@@ -22,7 +23,7 @@ from policycompile._engine import rewrite
 from policycompile._engine.plan import patch_info
 
 from ..conftest import python
-from .conftest import BACKEND, Modules, apply, outcome
+from .conftest import BACKEND, Modules, Outcome, apply, outcome
 
 
 def test_modules_imported_by_another_thread_during_apply_are_patched_exactly_once(
@@ -194,6 +195,127 @@ def test_strict_dataclasses_of_transformers_under_a_broad_rule(tmp_path: Path) -
     )
     done = python("-c", code, cwd=tmp_path)
     assert done.stdout.strip().splitlines()[-1:] == ["OK 64 True"], done.stderr[-3000:]
+
+
+FINGERPRINT = """
+import json, sys, types, warnings
+
+import torch, transformers
+
+import policycompile
+
+under = sys.argv[1] == "policy"
+if under:
+    handle = policycompile.apply("p.yaml")
+from transformers.models.llama import modeling_llama  # noqa: E402
+from transformers.models.mixtral import modeling_mixtral  # noqa: E402
+from transformers.models.whisper import modeling_whisper, tokenization_whisper  # noqa: E402
+if under:
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        handle.undo()
+    assert not said, [str(w.message) for w in said]
+
+
+def code(value):
+    func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+    if type(func) is not types.FunctionType:
+        return None
+    inner = getattr(func, "__wrapped__", None)  # copy_func(f): f's code, f as __wrapped__
+    inner = getattr(inner, "__func__", inner)  # (f, a method: copy_func(Base.from_config))
+    copied = type(inner) is types.FunctionType and inner.__code__ is func.__code__
+    c = func.__code__
+    return [c.co_filename, c.co_firstlineno, c.co_name, copied]
+
+
+seen = {}
+for name, module in sorted(sys.modules.items()):
+    if not name.startswith("transformers.") or not isinstance(module, types.ModuleType):
+        continue
+    for attr, value in list(vars(module).items()):
+        seen[f"{name}.{attr}"] = code(value)
+        if type(value) is dict:
+            for key, item in list(value.items()):
+                seen[f"{name}.{attr}[{key!r}]"] = code(item)
+        if isinstance(value, type) and value.__module__ == name:
+            for member, item in list(vars(value).items()):
+                seen[f"{name}.{attr}.{member}"] = code(item)
+print(json.dumps({k: v for k, v in seen.items() if v is not None}))
+"""
+
+
+def test_undo_after_importing_transformers_under_the_policy_leaves_the_plain_import(
+    tmp_path: Path,
+) -> None:
+    """Applied before transformers is imported, then undone: every function its modules hold
+    (globals, class attributes, dict items) is the one a plain import holds, and undo says
+    nothing, though transformers rebinds its own names (a second ``def``, ``@contextmanager``,
+    a decorator that keeps no ``__wrapped__``), shares registries between modules
+    (``ROPE_INIT_FUNCTIONS``), and its ``Enum`` classes copy their base's members. Only copies
+    the program made of a wrapper (``copy_func``) keep it, inert (the next test)."""
+    pytest.importorskip("transformers")
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ntargets:\n  transformers.**: {error_on_graph_break: true}\n"
+    )
+    (tmp_path / "fingerprint.py").write_text(FINGERPRINT)
+    runs = {mode: python("fingerprint.py", mode, cwd=tmp_path) for mode in ("plain", "policy")}
+    for done in runs.values():
+        assert done.returncode == 0, done.stderr[-3000:]
+    plain, undone = (json.loads(runs[m].stdout.splitlines()[-1]) for m in ("plain", "policy"))
+    assert len(plain) > 3000
+    differ = sorted(k for k in plain.keys() | undone.keys() if plain.get(k) != undone.get(k))
+    copies = {k for k, v in plain.items() if v[3]}
+    assert [k for k in differ if k not in copies] == []
+    assert len(differ) < len(copies)
+
+
+COPIED = """
+import torch
+from transformers.utils.doc import copy_func
+
+
+def breaks(x):
+    torch._dynamo.graph_break()
+    return x + 1
+
+
+COPY = copy_func(breaks)
+
+
+def entry(x):
+    return COPY(x) * 2
+"""
+
+
+def test_a_copy_the_program_made_of_a_wrapper_is_inert_after_undo(modules: Modules) -> None:
+    """transformers' ``copy_func`` copies the function it is given, here the wrapper made at
+    the definition: under the policy the copy acts as the hand-decorated source's does, and
+    after undo, where it still is, as the plain source's."""
+    pytest.importorskip("transformers")
+    name = modules.write(modules.name("copied"), COPIED)
+    hand = modules.write(
+        modules.name("copied_hand"),
+        COPIED.replace("def breaks", "@torch._dynamo.error_on_graph_break(True)\ndef breaks"),
+    )
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.breaks: {{error_on_graph_break: true}}\n"
+    )
+
+    def run(entry: Any) -> Outcome:
+        return outcome(lambda: torch.compile(entry, backend=BACKEND)(torch.ones(2)))
+
+    with apply(policy):
+        module = importlib.import_module(name)
+        under = run(module.entry)
+        assert under.same_as(run(importlib.import_module(hand).entry))
+        assert under.error == "Unsupported"
+    assert module.COPY.__wrapped__ is not module.breaks  # still the copy of the wrapper
+    undone = run(module.entry)
+    plain = run(importlib.import_module(modules.write(modules.name("copied_plain"), COPIED)).entry)
+    # (the copy is still a frame between them: Dynamo may count one more frame resumed)
+    assert (undone.error, undone.graphs) == (plain.error, plain.graphs)
+    assert torch.equal(undone.value, plain.value)
+    assert undone.error is None
 
 
 PICKLED = """

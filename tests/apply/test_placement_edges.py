@@ -287,3 +287,62 @@ def test_a_container_changed_by_another_thread_is_read_as_one_snapshot(
         stop.set()
         thread.join()
     assert found == [["fn"]] * rounds
+
+
+def test_a_registry_another_module_fills_gets_back_what_that_module_put_there(
+    modules: Modules,
+) -> None:
+    """Two modules under the policy share one dict and one list: what the second one's own
+    code stores there is put back at undo, not the first one's function."""
+    first = modules.write(
+        modules.name("shared"), "def fa(x):\n    return x\nREG = {'k': fa}\nLST = [fa]\n"
+    )
+    second = modules.write(
+        modules.name("filler"),
+        f"from {first} import REG, LST\n\ndef fb(x):\n    return -x\n\n"
+        "REG['k'] = fb\nLST.insert(0, fb)\n",
+    )
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {first}.**: {{error_on_graph_break: true}}\n"
+        f"  {second}.**: {{error_on_graph_break: true}}\n"
+    )
+    with apply(policy):
+        a, b = importlib.import_module(first), importlib.import_module(second)
+        assert patch_info(a.REG["k"]) is not None and patch_info(a.LST[0]) is not None
+    assert a.REG["k"] is b.fb
+    assert a.LST[0] is b.fb and a.LST[1] is a.fa
+
+
+def test_a_module_whose_import_failed_is_no_news_at_undo(modules: Modules) -> None:
+    """Its second ``def`` replaced the first's wrapper as it ran: no warning at undo, as for
+    a module that imported."""
+    name = modules.write(
+        modules.name("failing"),
+        "def f(x):\n    return x\n\ndef f(x):\n    return 2 * x\n\nraise ImportError('no')\n",
+    )
+    policy = modules.policy(f"version: 1\ntargets:\n  {name}.**: {{error_on_graph_break: true}}\n")
+    handle = apply(policy)
+    with pytest.raises(ImportError):
+        importlib.import_module(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handle.undo()
+
+
+def test_a_static_method_set_to_another_targets_wrapper_gets_its_original_back(
+    modules: Modules,
+) -> None:
+    helper = modules.write(modules.name("helper"), "def helper(x):\n    return x + 1\n")
+    user = modules.write(
+        modules.name("user"),
+        f"from {helper} import helper\n\nclass K:\n    s = staticmethod(helper)\n    c = helper\n",
+    )
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {helper}.**: {{error_on_graph_break: true}}\n"
+        f"  {user}.**: {{error_on_graph_break: true}}\n"
+    )
+    with apply(policy):
+        h, u = importlib.import_module(helper), importlib.import_module(user)
+        assert patch_info(vars(u.K)["s"]) is not None
+    assert type(vars(u.K)["s"]) is staticmethod and vars(u.K)["s"].__func__ is h.helper
+    assert vars(u.K)["c"] is h.helper

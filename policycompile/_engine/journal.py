@@ -58,11 +58,11 @@ class Record:
 
     def restore(self, original: Any = MISSING) -> bool:
         """Put the original (or ``original``, when given) back if the attribute still holds
-        our wrapper."""
-        if not self.still_ours():
-            return False
+        our wrapper; True too if it holds that already (another entry put it back)."""
         if original is MISSING:
             original = self.original
+        if not self.still_ours():
+            return vars(self.owner).get(self.attr, MISSING) is original
         if original is MISSING:
             delattr(self.owner, self.attr)
         else:
@@ -94,8 +94,10 @@ class AliasRecord:
         return f"{self.module.__name__}.{self.name}"
 
     def restore(self) -> bool:
-        if vars(self.module).get(self.name, MISSING) is not self.new:
-            return False
+        """As :meth:`Record.restore`."""
+        held = vars(self.module).get(self.name, MISSING)
+        if held is not self.new:
+            return held is self.original
         setattr(self.module, self.name, self.original)
         return True
 
@@ -128,14 +130,15 @@ class SlotRecord:
         container = self.container
         if isinstance(container, set):
             if self.new not in container:
-                return False
+                return self.original in container
             container.discard(self.new)
             container.add(self.original)
             return True
         try:
-            if container[self.key] is not self.new:
-                return False
+            held = container[self.key]
         except (LookupError, TypeError):
             return False
+        if held is not self.new:
+            return held is self.original
         container[self.key] = self.original
         return True

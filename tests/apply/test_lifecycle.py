@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,13 +247,15 @@ def test_reexport_with_rules_on_both_names(modules: Modules, when: str) -> None:
     )
     if when == "after_import":
         importlib.import_module(pkg)
-    with apply(policy):
-        mod = importlib.import_module(pkg)
-        impl = sys.modules[f"{pkg}.impl"]
-        # as by hand: impl.probe = eogb(True)(f); pkg.probe = eogb(False)(impl.probe)
-        assert impl.probe() is True
-        assert mod.probe() is True  # the inner (defining) wrapper is closer to the function
-        assert mod.probe.__wrapped__ is impl.probe
+    with warnings.catch_warnings():  # nor does undo warn of anything
+        warnings.simplefilter("error")
+        with apply(policy):
+            mod = importlib.import_module(pkg)
+            impl = sys.modules[f"{pkg}.impl"]
+            # as by hand: impl.probe = eogb(True)(f); pkg.probe = eogb(False)(impl.probe)
+            assert impl.probe() is True
+            assert mod.probe() is True  # the inner (defining) wrapper is closer to the function
+            assert mod.probe.__wrapped__ is impl.probe
     assert mod.probe is impl.probe and impl.probe() is False
     assert not hasattr(impl.probe, "__wrapped__")
 

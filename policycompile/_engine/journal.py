@@ -9,7 +9,7 @@ from typing import Any
 
 from .._errors import PolicyTargetError
 from .plan import Plan
-from .targets import describe, wrapped_chain
+from .targets import describe
 
 MISSING: Any = object()
 
@@ -69,16 +69,6 @@ class Record:
             setattr(self.owner, self.attr, original)
         return True
 
-    def expected(self) -> bool:
-        """Whether an attribute that no longer holds our wrapper is as the program made it:
-        replaced by the module's own code as it ran, or holding another decorator's object
-        around the wrapper (``functools.lru_cache`` over a definition wrapped where it was
-        written, docs/apply.md). The wrapper stays there, as a hand decorator would."""
-        if self.replaced_at_import:
-            return True
-        value = vars(self.owner).get(self.attr, MISSING)
-        return any(inner is self.new for inner in wrapped_chain(value))
-
 
 @dataclass(eq=False)
 class AliasRecord:
@@ -127,17 +117,23 @@ class SlotRecord:
             self.container[self.key] = self.new
 
     def restore(self) -> bool:
+        """As :meth:`Record.restore`; what the slot holds is read through the built-in type's
+        own methods, as it was found (a subclass's ``__getitem__`` may compute another item,
+        or insert one: a ``defaultdict``)."""
         container = self.container
         if isinstance(container, set):
-            if self.new not in container:
-                return self.original in container
+            if not set.__contains__(container, self.new):
+                return set.__contains__(container, self.original)
             container.discard(self.new)
             container.add(self.original)
             return True
-        try:
-            held = container[self.key]
-        except (LookupError, TypeError):
-            return False
+        if isinstance(container, dict):
+            held = dict.get(container, self.key, MISSING)
+        else:
+            try:
+                held = list.__getitem__(container, self.key)
+            except (IndexError, TypeError):
+                return False
         if held is not self.new:
             return held is self.original
         container[self.key] = self.original

@@ -38,7 +38,7 @@ from .._policy.tree import Rule, RuleRef
 from .._torch import catalog
 from .mainmodule import unpatched_main
 from .ranks import Ranks, digest
-from .rebind import Rebinding, loaded_modules
+from .rebind import Rebinding, loaded_modules, wrapper_ids
 
 log = logging.getLogger("policycompile")
 
@@ -273,7 +273,8 @@ class PolicyHandle(Rebinding):
             records = self._defined.pop(vars(module).get("__name__"), ())
             for record in settle_definitions(records, self.warn):
                 self._journal.remove(record)
-                del self._wrappers[id(record.new)], self._wrapper_ids[id(record.new)]
+                for key, _ in wrapper_ids(record):
+                    del self._wrappers[key], self._wrapper_ids[key]
 
     def _watched_definition(self, module: types.ModuleType, name: str, obj: Any) -> Any:
         for watch in self.watchers:
@@ -399,8 +400,8 @@ class PolicyHandle(Rebinding):
                 self._complete.add(module)
             self._journal.extend(done)
             for record in done:
-                self._wrappers[id(record.new)] = record
-                self._wrapper_ids[id(record.new)] = record.new
+                for key, made in wrapper_ids(record):
+                    self._wrappers[key], self._wrapper_ids[key] = record, made
             self._matched |= matched
         if log.isEnabledFor(logging.INFO):
             for record in done:
@@ -458,8 +459,7 @@ class PolicyHandle(Rebinding):
                 entry = self._journal[-1]
             again = entry is self._restoring
             self._restoring = entry
-            if not self._put_back(entry) and not again:
-                self._left_alone(entry)
+            self._restore(entry, again)
             with self._lock:
                 if self._journal and self._journal[-1] is entry:
                     self._journal.pop()

@@ -19,17 +19,43 @@ from .._engine.targets import Kind
 from .._errors import PolicyWarning
 from .references import unreached
 
+_METHODS = (staticmethod, classmethod)
+
+
+def made_by(value: Any, wrappers: dict[int, Record]) -> Record | None:
+    """The record whose wrapper ``value`` is: the wrapper itself, or the function in a
+    static or class method wrapper (``A.s`` reads it out of ``A.__dict__['s']``)."""
+    record = wrappers.get(id(value))
+    if record is None:
+        return None
+    new = record.new
+    if new is value or (type(new) in _METHODS and new.__func__ is value):
+        return record
+    return None
+
 
 def unwrapped(value: Any, wrappers: dict[int, Record]) -> Any:
     """The original under ``value``, one of our wrappers, through wrappers of wrappers."""
     seen: set[int] = set()  # a wrapper is never its own original; guard all the same
-    while id(value) in wrappers and wrappers[id(value)].new is value and id(value) not in seen:
+    while (record := made_by(value, wrappers)) is not None and id(value) not in seen:
         seen.add(id(value))
-        record = wrappers[id(value)]
-        # an inherited member's attribute was absent: what the wrapper stood for is the
-        # base's member it wrapped
-        value = record.plan.target.raw if record.original is MISSING else record.original
+        if record.new is not value:  # the function of a static or class method: its own
+            value = record.plan.target.func
+        else:  # an inherited member's attribute was absent: what the wrapper stood for is
+            # the base's member it wrapped
+            value = record.plan.target.raw if record.original is MISSING else record.original
     return value
+
+
+def wrapper_ids(record: Record) -> list[tuple[int, Any]]:
+    """``(id, object)`` of each thing a reference to ``record``'s wrapper may hold: the
+    wrapper, and the function in it when it is a static or class method."""
+    new = record.new
+    return (
+        [(id(new), new), (id(new.__func__), new.__func__)]
+        if type(new) in _METHODS
+        else [(id(new), new)]
+    )
 
 
 def sweep(modules: list[types.ModuleType], wrappers: dict[int, Record]) -> list[str]:
@@ -38,7 +64,7 @@ def sweep(modules: list[types.ModuleType], wrappers: dict[int, Record]) -> list[
     problems: list[str] = []
     for module in modules:
         for name, value in items(module):
-            if id(value) not in wrappers or wrappers[id(value)].new is not value:
+            if made_by(value, wrappers) is None:
                 continue
             restored = unwrapped(value, wrappers)
             if restored is MISSING:
@@ -51,9 +77,6 @@ def sweep(modules: list[types.ModuleType], wrappers: dict[int, Record]) -> list[
                     f"putting the original back raised {type(exc).__name__}: {exc}"
                 )
     return problems
-
-
-_METHODS = (staticmethod, classmethod)
 
 
 def loaded_modules() -> list[types.ModuleType]:
@@ -184,7 +207,10 @@ class Rebinding:
         if not originals:
             return []
         with self._lock:
-            journal, made = list(self._journal), list(self._wrappers.values())
+            journal, made = (
+                list(self._journal),
+                list({id(r): r for r in self._wrappers.values()}.values()),
+            )
         return unreached(originals, journal, made, loaded_modules())
 
     def adopt_containers(self, modules: list[types.ModuleType]) -> None:
@@ -201,29 +227,35 @@ class Rebinding:
                         self._slots.add(held.slot)
                         self._journal.append(slot)
 
-    def _put_back(self, entry: Record | AliasRecord | SlotRecord) -> bool:
-        """Restore ``entry`` (False: it no longer holds our wrapper). An attribute whose original is
-        another of our wrappers (a class attribute set to another target's wrapper as the
-        module ran: an ``Enum``'s ``_generate_next_value_``) gets that one's original, as if
-        no policy had applied, in the static or class method it was in."""
-        if not isinstance(entry, Record):
-            return entry.restore()
-        original = entry.original
-        kind = type(original)
-        inner = original.__func__ if kind is staticmethod or kind is classmethod else original
-        made = self._wrappers.get(id(inner))
-        if made is None or made.new is not inner:
-            return entry.restore()
-        inner = unwrapped(inner, self._wrappers)
-        return entry.restore(kind(inner) if kind in _METHODS else inner)
-
-    def _left_alone(self, entry: Record | AliasRecord | SlotRecord) -> None:
-        """Say that ``entry`` no longer holds our wrapper, unless that is as the program made
-        it (:meth:`.Record.expected`)."""
-        if isinstance(entry, Record) and entry.expected():
+    def _restore(self, entry: Record | AliasRecord | SlotRecord, again: bool) -> None:
+        """Restore ``entry``, or say why not (unless ``again``: an undo interrupted there); an
+        entry that raises is said and left, so that the rest is restored all the same."""
+        try:
+            if self._put_back(entry) or again:
+                return
+        except Exception as exc:  # whatever a container subclass or a __setattr__ raises
+            text = f"{entry.where}: putting the original back raised {type(exc).__name__}: {exc}"
+            warnings.warn(f"{text}; left as it is", PolicyWarning, stacklevel=3)
             return
+        if isinstance(entry, Record) and entry.replaced_at_import:
+            return  # the module's own code replaced it as it ran: as the program made it
         text = f"{entry.where} no longer holds the policy's wrapper (replaced since); left as it is"
         warnings.warn(text, PolicyWarning, stacklevel=3)
+
+    def _put_back(self, entry: Record | AliasRecord | SlotRecord) -> bool:
+        """Restore ``entry`` (False: it no longer holds our wrapper). An attribute whose
+        original is another of our wrappers (a class attribute set to another target's
+        wrapper as the module ran: an ``Enum``'s ``_generate_next_value_``) gets that one's
+        original, as if no policy had applied, in the static or class method it was in."""
+        if not isinstance(entry, Record):
+            return entry.restore()
+        original, wrappers = entry.original, self._wrappers
+        if made_by(original, wrappers) is not None:
+            return entry.restore(unwrapped(original, wrappers))
+        kind = type(original)
+        if kind in _METHODS and made_by(original.__func__, wrappers) is not None:
+            return entry.restore(kind(unwrapped(original.__func__, wrappers)))
+        return entry.restore()
 
     def _sweep(self) -> None:
         """Put originals back into globals that still hold one of our function wrappers."""

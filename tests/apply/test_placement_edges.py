@@ -5,6 +5,7 @@ up a name's previous definition, classes a decorator rebuilds, exact rules under
 
 from __future__ import annotations
 
+import functools
 import importlib
 import marshal
 import os
@@ -19,6 +20,7 @@ import pytest
 
 from policycompile._engine import cachefile, rewrite
 from policycompile._engine.plan import patch_info
+from policycompile._errors import PolicyWarning
 
 from .conftest import Modules, apply
 
@@ -346,3 +348,119 @@ def test_a_static_method_set_to_another_targets_wrapper_gets_its_original_back(
         assert patch_info(vars(u.K)["s"]) is not None
     assert type(vars(u.K)["s"]) is staticmethod and vars(u.K)["s"].__func__ is h.helper
     assert vars(u.K)["c"] is h.helper
+
+
+METHODS = """
+class A:
+    @staticmethod
+    def s(x):
+        return x
+
+    @classmethod
+    def c(cls, x):
+        return x
+
+
+class B:
+    s = A.s  # the function in A's static method
+    s2 = A.__dict__["s"]  # the static method object itself
+    c2 = A.__dict__["c"]
+    t = staticmethod(A.s)
+
+
+gs = A.s
+REG = {"s": A.s}
+"""
+
+
+def test_static_and_class_method_wrappers_held_elsewhere_get_their_originals_back(
+    modules: Modules,
+) -> None:
+    """What a module (and another module importing it) took of a static or class method's
+    wrapper as it ran is, after undo, what a plain import holds there."""
+    name = modules.write(modules.name("methods"), METHODS)
+    user = modules.write(
+        modules.name("methods_user"), f"from {name} import A\n\nns = A.s\nNREG = [A.s]\n"
+    )
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.**: {{error_on_graph_break: true}}\n"
+        f"  {user}.**: {{error_on_graph_break: true}}\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with apply(policy):
+            m, u = importlib.import_module(name), importlib.import_module(user)
+            assert patch_info(m.gs) is not None and patch_info(u.ns) is not None
+    s, c = vars(m.A)["s"], vars(m.A)["c"]
+    assert type(s) is staticmethod and patch_info(s) is None and patch_info(c) is None
+    raw = s.__func__
+    assert vars(m.B)["s"] is raw and vars(m.B)["s2"] is s and vars(m.B)["c2"] is c
+    assert type(vars(m.B)["t"]) is staticmethod and vars(m.B)["t"].__func__ is raw
+    assert m.gs is raw and m.REG["s"] is raw and u.ns is raw and u.NREG[0] is raw
+
+
+ODD = """
+import inspect
+from collections import defaultdict
+
+
+def f(x):
+    return x
+
+
+class Unwrapping(dict):  # its items read through __wrapped__
+    def __getitem__(self, key):
+        return inspect.unwrap(dict.__getitem__(self, key))
+
+
+class Frozen(dict):  # refuses changes once frozen
+    frozen = False
+
+    def __setitem__(self, key, value):
+        if self.frozen:
+            raise RuntimeError("frozen")
+        dict.__setitem__(self, key, value)
+
+
+U = Unwrapping(f=f)
+DD = defaultdict(lambda: None, {"f": f})
+FROZEN = Frozen(f=f)
+"""
+
+
+def test_undo_reads_containers_as_it_found_them_and_goes_on_past_one_that_refuses(
+    modules: Modules,
+) -> None:
+    """A dict subclass's ``__getitem__`` is not what undo reads (it may compute another item,
+    or insert one); a container that refuses to be put back is said, and the rest is undone
+    all the same, its wrappers inert."""
+    name = modules.write(modules.name("odd"), ODD)
+    module = importlib.import_module(name)
+    original = module.f
+    handle = apply(modules.policy(f"version: 1\ntargets:\n  {name}.f: {{disable: true}}\n"))
+    assert dict.__getitem__(module.U, "f") is not original
+    assert dict.__getitem__(module.FROZEN, "f") is not original
+    del module.DD["f"]
+    module.FROZEN.frozen = True
+    with pytest.warns(PolicyWarning) as said:
+        handle.undo()
+    assert sorted(str(w.message).split()[0] for w in said) == [
+        f"{name}.DD['f']",
+        f"{name}.FROZEN['f']:",
+    ]
+    assert module.f is original and dict.__getitem__(module.U, "f") is original
+    assert "f" not in module.DD
+    handle.undo()  # done: nothing left in the journal
+    assert not handle.records
+
+
+def test_an_attribute_someone_wrapped_after_apply_is_said_at_undo(modules: Modules) -> None:
+    """``m.f = functools.lru_cache(m.f)`` after apply is someone else's replacement, though
+    the policy's wrapper is inside: undo says so (a decorator written over a definition is
+    the module's own doing, and no news)."""
+    name = modules.write(modules.name("later_cached"), "def f(x):\n    return x\n")
+    module = importlib.import_module(name)
+    handle = apply(modules.policy(f"version: 1\ntargets:\n  {name}.f: {{disable: true}}\n"))
+    module.f = functools.lru_cache(module.f)
+    with pytest.warns(PolicyWarning, match="no longer holds the policy's wrapper"):
+        handle.undo()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import textwrap
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -132,3 +134,18 @@ def outcome(call: Callable[[], Any]) -> Outcome:
 
 def apply(path: Path | str, **kwargs: Any) -> pc.PolicyHandle:
     return pc.apply(path, **kwargs)
+
+
+@contextlib.contextmanager
+def applied_around_import(
+    policy: Path, name: str, when: str
+) -> Iterator[tuple[types.ModuleType, pc.PolicyHandle]]:
+    """Module ``name`` with ``policy`` applied ``when`` ("before" or "after") it is imported,
+    and the handle; undone on the way out."""
+    if when == "after":
+        importlib.import_module(name)
+    handle = apply(policy)
+    try:
+        yield importlib.import_module(name), handle
+    finally:
+        handle.undo()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ..conftest import python
-from .conftest import BACKEND, Modules, apply, outcome
+from .conftest import BACKEND, Modules, applied_around_import, apply, outcome
 
 #: each way a module can hold its own function ``work``, and the call that goes through it
 WAYS = {
@@ -209,12 +209,7 @@ def test_a_subclass_gets_the_forward_its_base_has_once_the_module_ran(
         f"version: 1\ntargets:\n  {name}.Sub: {{error_on_graph_break: true}}\n"
         f"  {name}.Kept: {{error_on_graph_break: true}}\n"
     )
-    if when == "after":
-        module = importlib.import_module(name)
-    handle = apply(policy)
-    try:
-        if when == "before":
-            module = importlib.import_module(name)
+    with applied_around_import(policy, name, when) as (module, handle):
         assert module.Sub()(1) == "later"  # what the program computes without a policy
         assert vars(module.Sub)["forward"].__wrapped__ is module.later
         assert sorted(r.plan.target.name for r in handle.records) == [
@@ -223,8 +218,6 @@ def test_a_subclass_gets_the_forward_its_base_has_once_the_module_ran(
         ]
         if when == "before":  # a base left as it was: the wrapper made at the definition
             assert vars(module.Kept)["forward"] is module.KEPT
-    finally:
-        handle.undo()
     assert "forward" not in vars(module.Sub) and not handle.warnings
     steady = vars(module.Steady)["forward"]  # what the module's own references held
     assert module.ALIAS is module.TABLE["f"] is module.LIST[0] is steady
@@ -309,12 +302,7 @@ def test_an_inherited_forward_is_wrapped_once_whoever_was_patched_first(
         f"  {name}.Taken: {{error_on_graph_break: true}}\n"
         f"  {name}.Later: {{error_on_graph_break: true}}\n"
     )
-    if when == "after":
-        module = importlib.import_module(name)
-    handle = apply(policy)
-    try:
-        if when == "before":
-            module = importlib.import_module(name)
+    with applied_around_import(policy, name, when) as (module, _):
         depths = {}
         for cls in ("Base", "Sub", "SubSub", "Taken", "Later"):
             fn, depth = vars(getattr(module, cls))["forward"], 0
@@ -330,5 +318,3 @@ def test_an_inherited_forward_is_wrapped_once_whoever_was_patched_first(
         }
         assert module.SubSub()(torch.ones(1)).item() == 1.0
         assert module.Later()(torch.ones(1)).item() == -1.0
-    finally:
-        handle.undo()

@@ -22,7 +22,7 @@ from policycompile._engine import cachefile, rewrite
 from policycompile._engine.plan import patch_info
 from policycompile._errors import PolicyWarning
 
-from .conftest import Modules, apply
+from .conftest import Modules, applied_around_import, apply
 
 MADE = """
 import functools
@@ -59,23 +59,20 @@ HANDLERS["work"] = work
 """
 
 
-@pytest.mark.parametrize("order", ["apply_then_import", "import_then_apply"])
+@pytest.mark.parametrize("when", ["before", "after"])
 def test_containers_hold_the_wrapper_of_a_name_patched_once_the_module_ran(
-    modules: Modules, order: str
+    modules: Modules, when: str
 ) -> None:
     name = modules.write(modules.name("made"), MADE)
     policy = modules.policy(
         f"version: 1\ntargets:\n  {name}.fn: {{disable: true}}\n  {name}.work: {{disable: true}}\n"
     )
-    if order == "import_then_apply":
-        importlib.import_module(name)
     warnings.simplefilter("error")  # undo says nothing: every slot is put back once
-    with apply(policy) as handle:
-        module = importlib.import_module(name)
+    with applied_around_import(policy, name, when) as (module, handle):
         assert patch_info(module.fn) is not None
         assert module.TASKS["fn"] is module.fn and module.KERNELS[0] is module.fn
         assert handle.unreached == []
-        if order == "apply_then_import":  # innermost: under the tracer's decorator
+        if when == "before":  # innermost: under the tracer's decorator
             assert patch_info(module.HANDLERS["work"].__wrapped__) is not None
     assert patch_info(module.TASKS["fn"]) is None and patch_info(module.KERNELS[0]) is None
 

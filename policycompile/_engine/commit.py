@@ -28,7 +28,7 @@ def commit(
     *,
     audit: bool,
     warn: Callable[[str], object],
-) -> list[Record]:
+) -> Patched:
     """Build and set the wrapper of each of ``plans``, in order; the records of those set.
 
     ``plans`` may be decided as they are asked for (:func:`.modules.iter_plans`): what one
@@ -38,7 +38,7 @@ def commit(
     names it. Whatever raises (that, or deciding a later plan), the wrappers set so far are
     taken back first.
     """
-    done: list[Record] = []
+    done = Patched()
     try:
         for plan in plans:
             target = plan.target

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import operator
 import os
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,7 +201,9 @@ def _class_targets(
     prefix = f"{module}:{qual}."
     module_class = is_module_class(cls)
     own = vars(cls)
-    for attr, raw in list(own.items()):
+    members = list(own.items())
+    nested = _holds_classes(map(_VALUE, members))
+    for attr, raw in members:
         kind = type(raw)
         if kind is types.FunctionType:  # most members: unwrap's answer, without a call
             how, func = Kind.METHOD, raw
@@ -210,7 +213,7 @@ def _class_targets(
                 continue
             how, func = found
         else:  # (unwrap's answer too: nothing else is patchable)
-            if _nested(cls, attr, raw):
+            if nested and _nested(cls, attr, raw):
                 _class_targets(raw, module, f"{qual}.{attr}", done, out)
             continue
         full = prefix + attr
@@ -232,6 +235,16 @@ def _nested(cls: type, attr: str, raw: Any) -> bool:
     return is_class(raw) and raw.__qualname__ == f"{cls.__qualname__}.{attr}"
 
 
+_TYPE = itertools.repeat(type)
+_VALUE = operator.itemgetter(1)
+
+
+def _holds_classes(values: Iterable[Any]) -> bool:
+    """Whether any of ``values`` is a class, as :func:`is_class` tells, asked at C speed: most
+    classes hold none, and their members need no look for nested classes."""
+    return any(map(issubclass, map(type, values), _TYPE))
+
+
 #: per class: (class, member names, members, qualname, MRO, qualnames of the classes it
 #: holds, the forward it inherits): everything :func:`class_targets` reads of it
 ClassState = tuple[tuple[Any, ...], ...]
@@ -241,18 +254,18 @@ def class_state(cls: type) -> ClassState:
     """What :func:`class_targets` reads of ``cls`` and of the classes defined in its body:
     :func:`same_state` tells whether any of it changed since (a member set or removed, a
     ``__qualname__`` or ``__bases__`` assigned, a base's ``forward`` replaced)."""
-    state: ClassState = (_class_entry(cls),)
-    for attr, raw in vars(cls).items():
-        if _nested(cls, attr, raw):
-            state += class_state(raw)
-    return state
-
-
-def _class_entry(cls: type) -> tuple[Any, ...]:
     own = vars(cls)
     values = tuple(own.values())
-    held = tuple(v.__qualname__ for v in values if is_class(v))
-    return (cls, tuple(own), values, cls.__qualname__, cls.__mro__, held, _inherited(cls, own))
+    nested = _holds_classes(values)
+    held = tuple(v.__qualname__ for v in values if is_class(v)) if nested else ()
+    state: ClassState = (
+        (cls, tuple(own), values, cls.__qualname__, cls.__mro__, held, _inherited(cls, own)),
+    )
+    if nested:
+        for attr, raw in own.items():
+            if _nested(cls, attr, raw):
+                state += class_state(raw)
+    return state
 
 
 def _inherited(cls: type, own: Any) -> Any:
@@ -274,7 +287,8 @@ def same_state(state: ClassState) -> bool:
             return False
         if cls.__qualname__ != qualname or cls.__mro__ is not mro:
             return False
-        if tuple(v.__qualname__ for v in values if is_class(v)) != held:
+        # (the same objects: a class among them now was one then, so none if none was)
+        if held and tuple(v.__qualname__ for v in values if is_class(v)) != held:
             return False
         if _inherited(cls, own) is not inherited:
             return False

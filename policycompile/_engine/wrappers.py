@@ -147,6 +147,35 @@ def build(
     :param audit: relax what the policy forbids (fullgraph, error_on_graph_break=True) so
         that every break is recorded instead of raised.
     """
+    target = plan.target
+    func: types.FunctionType = target.func
+    inner: Callable[..., Any] = func
+    if (
+        plan.marks
+        or plan.compile is not None
+        or plan.disable
+        or plan.dynamo_config
+        or plan.stance is not None
+    ):
+        inner = _inner_layers(plan, observer, audit)
+    if plan.error_on_graph_break is not None:
+        value = plan.error_on_graph_break and not audit
+        filename = label(_EOGB_KIND[plan.error_on_graph_break], target.display)
+        inner = _keep_identity(_eogb_wrapper(inner, value, func, filename, observer), func)
+        if observer is not None:
+            observer.wrappers[filename] = plan
+    inner.__policycompile__ = plan  # type: ignore[attr-defined]
+    if target.kind is Kind.STATICMETHOD:
+        return staticmethod(inner)
+    if target.kind is Kind.CLASSMETHOD:
+        return classmethod(inner)
+    return inner
+
+
+def _inner_layers(plan: Plan, observer: Observer | None, audit: bool) -> Callable[..., Any]:
+    """What :func:`build` puts inside ``error_on_graph_break``: the tracing marks, compile or
+    disable, config.patch, set_stance (most plans have none: the wrapper alone is made
+    without a look at torch's decorators)."""
     import torch
 
     target = plan.target
@@ -186,17 +215,6 @@ def build(
         inner = _keep_identity(torch._dynamo.config.patch(**plan.dynamo_config)(inner), func)
     if plan.stance is not None:
         inner = _keep_identity(torch.compiler.set_stance(plan.stance)(inner), func)
-    if plan.error_on_graph_break is not None:
-        value = plan.error_on_graph_break and not audit
-        filename = label(_EOGB_KIND[plan.error_on_graph_break], target.display)
-        inner = _keep_identity(_eogb_wrapper(inner, value, func, filename, observer), func)
-        if observer is not None:
-            observer.wrappers[filename] = plan
-    inner.__policycompile__ = plan  # type: ignore[attr-defined]
-    if target.kind is Kind.STATICMETHOD:
-        return staticmethod(inner)
-    if target.kind is Kind.CLASSMETHOD:
-        return classmethod(inner)
     return inner
 
 

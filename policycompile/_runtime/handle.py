@@ -85,6 +85,9 @@ class PolicyHandle(Rebinding):
         self._settled: dict[Any, dict[str, tuple[Any, ClassState]]] = {}
         #: ... and the records of its definitions, checked in that pass
         self._defined: dict[Any, list[Record]] = {}
+        #: the modules imported under the policy: their containers' items that took a
+        #: wrapper as the module ran are found at undo (:meth:`adopt_containers`)
+        self._adopted: list[types.ModuleType] = []
         self.warnings: list[str] = []
         #: module-level places that hold an original and cannot be rebound (a tuple, a
         #: frozenset, a functools.partial), as ``mod.NAME[...] holds the original of ...``
@@ -243,11 +246,10 @@ class PolicyHandle(Rebinding):
                 # whole module: a definition is patched as fast as it can be
                 matched: set[Rule] = set()
                 targets = module_targets(module, name, None, wrapped_as)
-                plans = iter_plans(self.policy, targets, matched)  # wrapped as decided
-                done = self._commit(modname, plans, matched, full=False, deferred=False)
-                if done:
-                    with self._lock:
-                        self._defined.setdefault(vars(module).get("__name__"), []).extend(done)
+                if targets:  # wrapped as decided
+                    plans = iter_plans(self.policy, targets, matched)
+                    real = vars(module).get("__name__")
+                    self._commit(modname, plans, matched, full=False, deferred=False, defined=real)
             finally:
                 obj = namespace[name]
                 if before is MISSING:
@@ -303,13 +305,13 @@ class PolicyHandle(Rebinding):
     def _on_import(self, module: types.ModuleType, fresh: list[types.ModuleType]) -> None:
         self._settle_definitions(module)
         done = self.patch_module(module, settled=self._settled_in(module))
-        # What this import patched once the module had run (``fn = make()``, a definition
+        # What its containers took at the definitions is looked for at undo (``_adopted``);
+        # what this import patched once the module had run (``fn = make()``, a definition
         # under a decorator the rewrite leaves alone) may be held by the module's own
         # containers, or by a module imported while it ran (a circular `from this import
-        # fn`): point them at the wrapper too.
-        # (what its containers took at the definitions first, for undo: then the rebinding,
-        # which journals what it points at the wrapper itself)
-        self.adopt_containers([module])
+        # fn`): those are pointed at the wrapper now.
+        with self._lock:
+            self._adopted.append(module)
         self.rebind_aliases([module, *fresh], done)
         for watch in self.watchers:
             watch(module, None, None)
@@ -378,16 +380,17 @@ class PolicyHandle(Rebinding):
         *,
         full: bool,
         deferred: bool,
+        defined: Any = None,
     ) -> Patched:
         """Build and set the wrapper of each plan of ``module``, all or nothing (plans may be
         decided as they are asked for), and journal them; ``full``: the whole module, once
-        it ran."""
+        it ran; ``defined``: made at a definition of the module of this ``__name__``, for
+        the pass once it ran (:meth:`_settle_definitions`)."""
         with self._lock:
             if not self.active:
                 return Patched(deferred=deferred)
-            done = Patched(
-                commit(plans, self.observer, audit=self.audit, warn=self.warn), deferred=deferred
-            )
+            done = commit(plans, self.observer, audit=self.audit, warn=self.warn)
+            done.deferred = deferred
             if full and module in self._complete:
                 # importlib.reload re-executes the module: records of its old objects are stale
                 self._journal = [
@@ -403,6 +406,8 @@ class PolicyHandle(Rebinding):
                 for key, made in wrapper_ids(record):
                     self._wrappers[key], self._wrapper_ids[key] = record, made
             self._matched |= matched
+            if defined is not None and done:
+                self._defined.setdefault(defined, []).extend(done)
         if log.isEnabledFor(logging.INFO):
             for record in done:
                 what = record.plan
@@ -452,6 +457,10 @@ class PolicyHandle(Rebinding):
             for records in self._defined.values():
                 settle_definitions(records, self.warn, take_back=False)
             self._defined.clear()
+            adopted = list({id(m): m for m in self._adopted}.values())  # (a reload: twice)
+        self.adopt_containers(adopted)  # (again after an interrupted undo: found once)
+        with self._lock:
+            self._adopted.clear()
         while True:
             with self._lock:
                 if not self._journal:

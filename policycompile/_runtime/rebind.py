@@ -216,7 +216,9 @@ class Rebinding:
     def adopt_containers(self, modules: list[types.ModuleType]) -> None:
         """Items of the module-level containers of ``modules``, imported under the policy,
         that hold one of its wrappers (``TASKS = {"work": work}`` after ``work`` was wrapped
-        where it was defined): journaled, so that undo puts the original back there too."""
+        where it was defined): journaled, so that undo puts the original back there too.
+        Asked at undo, not at each import (where it cost a tenth of the policy's share of
+        an import): what the containers hold then is what there is to put back."""
         wrappers = self._wrappers  # only looked up (a copy per import costs more than all)
         for held in in_containers(modules, self._wrapper_ids):
             original = unwrapped(held.value, wrappers)

@@ -158,6 +158,31 @@ def test_a_module_imported_under_the_policy_gives_its_registries_the_original_at
     assert module.TASKS["plain"] is module.plain is wrapper.__wrapped__
 
 
+def test_registries_filled_with_a_wrapper_after_the_import_get_the_original_at_undo(
+    modules: Modules,
+) -> None:
+    """Undo looks at the containers of the modules imported under the policy as they are
+    then: an item the program set to a wrapper after the import (a registry filled at run
+    time, a list grown) gets the original too, and so does a dict that another name holds."""
+    name = modules.write(modules.name("filled_later"), UNDONE)
+    policy = modules.policy(
+        f"version: 1\ntargets:\n  {name}.plain: {{error_on_graph_break: true}}\n"
+        f"  {name}.nested: {{error_on_graph_break: true}}\n"
+    )
+    with apply(policy):
+        module = importlib.import_module(name)
+        wrapper, nested = module.plain, module.nested
+        module.TASKS["later"] = wrapper
+        module.HANDLERS.append(wrapper)
+        module.KINDS.add(nested)
+        module.ALIAS = module.TASKS
+    assert patch_info(wrapper) is not None and patch_info(nested) is not None
+    assert {"plain": module.plain, "later": module.plain} == module.TASKS
+    assert [module.nested, module.allowed, module.plain] == module.HANDLERS
+    assert {module.plain, module.nested} == module.KINDS
+    assert module.plain is wrapper.__wrapped__ and module.nested is nested.__wrapped__
+
+
 def test_wrappers_keep_the_functions_dict_but_torchs_marks(modules: Modules) -> None:
     name = modules.write(
         modules.name("marked"),

@@ -5,7 +5,17 @@ and against the same policy applied after the import (the modules patched once t
 rewrite), and against what hand-written decorators would cost: the plain import, then torch's
 own ``error_on_graph_break`` applied to the functions and methods of the modules it imported.
 Fresh processes, interleaved; the bytecode of everything else is cached in a prefix of the run's
-own, filled before measuring, so the plain import reads cached bytecode as installed."""
+own, filled before measuring, so the plain import reads cached bytecode as installed.
+
+"Decorators by hand" puts torch's decorator on the objects once the import is done, so it
+never pays their calls while the modules import; "decorated source" stands for a source with
+``@torch._dynamo.error_on_graph_break(True)`` written on each function and method: torch's
+decorator goes on each definition as its statement runs (through the rewrite's decorator hook,
+which only places it: the policy is not applied) and on the helpers of the modules imported
+before, so their calls during the import are paid too. Methods named ``validate*`` are left
+undecorated there: huggingface_hub's strict dataclasses refuse a validator wrapped by torch's
+decorator (``StrictDataclassDefinitionError``), so a decorated transformers source would have
+to leave them out."""
 
 from __future__ import annotations
 
@@ -45,6 +55,8 @@ import torch, torch._dynamo, transformers  # the same for every mode: out of the
 import policycompile
 mode, policy = sys.argv[1], sys.argv[2]
 handle = policycompile.apply(policy) if mode == "before" else None
+if mode == "source":
+    exec(SOURCE)
 before = set(sys.modules)
 start = time.perf_counter()
 for name in {modules!r}:
@@ -52,7 +64,7 @@ for name in {modules!r}:
 imported = time.perf_counter() - start
 if mode == "after":
     handle = policycompile.apply(policy)
-decorated = 0
+decorated = len(done) if mode == "source" else 0
 if mode == "hand":  # what the decorators themselves cost, written on the same objects
     from policycompile._engine.targets import module_targets
     fresh = [sys.modules[n] for n in sorted(set(sys.modules) - before)
@@ -70,9 +82,59 @@ print(json.dumps({{"import": imported, "total": total,
                   "patched": len(handle.records) if handle else decorated}}))
 """
 
+#: the "decorated source" mode's set-up (see the module's docstring), run by the probe
+SOURCE = """
+import importlib.machinery, types
+from policycompile._engine import rewrite
+from policycompile._engine.targets import class_targets, module_targets
+hand = torch._dynamo.error_on_graph_break(True)
+done = set()
+
+def put(t):
+    if t.attr.startswith("validate") or (t.attr.startswith("__") and t.attr != "__call__"):
+        return
+    if id(t.func) in done:
+        return
+    wrapped = hand(t.func)
+    done.add(id(wrapped))
+    setattr(t.owner, t.attr, wrapped if t.raw is t.func else type(t.raw)(wrapped))
+
+def decorate(module, fresh=()):
+    for t in module_targets(module):
+        put(t)
+
+def definer(module):
+    def at(name):
+        def place(obj):
+            if type(obj) is types.FunctionType:
+                wrapped = hand(obj)
+                done.add(id(wrapped))
+                return wrapped
+            if isinstance(obj, type):
+                for t in class_targets(obj, module.__name__):
+                    put(t)
+            return obj
+        return place
+    return at
+
+class Source:
+    def find_spec(self, name, path, target=None):
+        if not name.startswith("transformers."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and rewrite.rewritable(spec.loader):
+            spec.loader = rewrite.DefiningLoader(spec.loader, decorate, definer)
+        return spec
+
+for name, module in list(sys.modules.items()):
+    if name.startswith("transformers") and isinstance(module, types.ModuleType):
+        decorate(module)
+sys.meta_path.insert(0, Source())
+"""
+
 
 def _once(env: dict[str, str], mode: str, policy: Path) -> dict[str, float]:
-    code = PROBE.format(modules=MODULES)
+    code = f"SOURCE = {SOURCE!r}\n" + PROBE.format(modules=MODULES)
     done = subprocess.run(
         [sys.executable, "-c", code, mode, str(policy)],
         env=env,
@@ -104,19 +166,24 @@ def run() -> dict[str, object]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env |= {"PYTHONPYCACHEPREFIX": str(prefix), "HF_HUB_OFFLINE": "1"}
         _once(env, "plain", policy)  # fills the bytecode cache of everything
+        _once(env, "source", policy)  # ... and the rewritten code's, for the source mode
         times: dict[str, list[float]] = {
             "plain": [],
             "hand": [],
+            "source": [],
             "cold": [],
             "warm": [],
             "after": [],
         }
-        patched = decorated = 0.0
+        patched = decorated = in_source = 0.0
         for _ in range(RUNS):  # interleaved, so that the machine's load falls on all
             times["plain"].append(_once(env, "plain", policy)["import"])
             hand = _once(env, "hand", policy)
             times["hand"].append(hand["import"])
             decorated = hand["patched"]
+            source = _once(env, "source", policy)
+            times["source"].append(source["import"])
+            in_source = source["patched"]
             assert _forget_rewrites(prefix) or not times["cold"], "no cached rewrite found"
             times["cold"].append(_once(env, "before", policy)["import"])
             warm = _once(env, "before", policy)
@@ -132,8 +199,11 @@ def run() -> dict[str, object]:
     out["after_ratio"] = statistics.median(times["after"]) / plain
     out["hand_ratio"] = statistics.median(times["hand"]) / plain
     out["warm_to_hand"] = statistics.median(times["warm"]) / statistics.median(times["hand"])
+    out["source_ratio"] = statistics.median(times["source"]) / plain
+    out["warm_to_source"] = statistics.median(times["warm"]) / statistics.median(times["source"])
     out["patched"] = patched
     out["decorated"] = decorated
+    out["source_decorated"] = in_source
     return out
 
 
@@ -150,6 +220,8 @@ def report(results: dict[str, object]) -> str:
             f"  plain import, no policy:             {t('plain')}",
             f"  plain import, decorators by hand:    {t('hand')}"
             f" (torch's error_on_graph_break on {results['decorated']:.0f} objects)",
+            f"  source decorated by hand:            {t('source')}"
+            f" (torch's decorator at each definition: {results['source_decorated']:.0f} objects)",
             f"  apply, then import, cache cold:      {t('cold')}",
             f"  apply, then import, cache warm:      {t('warm')}",
             f"  import, then apply (no rewrite):     {t('after')}",
@@ -157,6 +229,8 @@ def report(results: dict[str, object]) -> str:
             f"cold / plain: {results['cold_ratio']:.2f}; "
             f"after / plain: {results['after_ratio']:.2f}; "
             f"decorators by hand / plain: {results['hand_ratio']:.2f}; "
-            f"warm / decorators by hand: {results['warm_to_hand']:.2f}",
+            f"warm / decorators by hand: {results['warm_to_hand']:.2f}; "
+            f"decorated source / plain: {results['source_ratio']:.2f}; "
+            f"warm / decorated source: {results['warm_to_source']:.2f}",
         ]
     )

@@ -90,10 +90,11 @@ from policycompile._engine.targets import class_targets, module_targets
 hand = torch._dynamo.error_on_graph_break(True)
 done = set()
 
+def bare(name):  # as the hand mode, and the validators strict dataclasses refuse wrapped
+    return name.startswith("validate") or (name.startswith("__") and name != "__call__")
+
 def put(t):
-    if t.attr.startswith("validate") or (t.attr.startswith("__") and t.attr != "__call__"):
-        return
-    if id(t.func) in done:
+    if bare(t.attr) or id(t.func) in done:
         return
     wrapped = hand(t.func)
     done.add(id(wrapped))
@@ -106,7 +107,7 @@ def decorate(module, fresh=()):
 def definer(module):
     def at(name):
         def place(obj):
-            if type(obj) is types.FunctionType:
+            if type(obj) is types.FunctionType and not bare(name):
                 wrapped = hand(obj)
                 done.add(id(wrapped))
                 return wrapped

@@ -5,13 +5,17 @@ torchrun) with empty compile caches, measured, and judged against the policy as 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,16 +143,19 @@ def run_candidate(
     log = os.path.join(folder, "stderr.txt")
     started = time.time()
     with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [*command, *args.program_args], env=env, stdout=subprocess.DEVNULL, stderr=err
-        )
+        proc: subprocess.Popen[bytes] | None = None
         try:
-            _, wait_status, usage = os.wait4(proc.pid, 0)
+            with _guarded() as release:
+                proc = subprocess.Popen(
+                    [*command, *args.program_args], env=env, stdout=subprocess.DEVNULL, stderr=err
+                )
+                release()
+                _, wait_status, usage = os.wait4(proc.pid, 0)
         except BaseException:
-            proc.kill()
-            proc.wait()
+            if proc is not None:  # Ctrl-C or SIGTERM, wherever it landed: the candidate stops
+                _stop(proc)
             raise
-        proc.returncode = os.waitstatus_to_exitcode(wait_status)
+        status = proc.returncode = os.waitstatus_to_exitcode(wait_status)  # reaped: Popen knows
     seconds = time.time() - started
     times = _json(timing) or {}
     calls = list(times.get("calls") or [])
@@ -158,7 +165,7 @@ def run_candidate(
     output = timing + ".pt"
     return Measured(
         candidate,
-        proc.returncode,
+        status,
         seconds,
         None if first is None else float(first) - started,
         statistics.median(calls[1:]) if len(calls) > 1 else None,
@@ -170,6 +177,68 @@ def run_candidate(
         output if os.path.exists(output) else None,
         _last_error(log),
     )
+
+
+#: how long a candidate told to stop (SIGTERM) has before it is killed (SIGKILL)
+STOP_GRACE_S = 30.0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a candidate's process and wait for it: SIGTERM, which torchrun passes on to its
+    ranks (each runs in a session of its own: SIGKILL to torchrun would leave them running on),
+    then SIGKILL after :data:`STOP_GRACE_S`, or at once on another Ctrl-C."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _guarded() -> Iterator[Callable[[], None]]:
+    """While a candidate's process is started and waited for, a signal that ends ``tune``
+    ends the candidate too (docs/tune.md, "Budget, progress, interruption").
+
+    SIGTERM raises ``SystemExit(143)`` instead of ending the process where it stands (where it
+    is SIG_DFL), so that the caller kills the candidate on its way out. SIGINT and SIGTERM that
+    land while ``Popen`` starts the process are held until it returns the child, then handled
+    (by calling what is yielded): raised between two bytecodes after the fork, they would
+    leave the child running on, unseen. Only in the main thread, where handlers can be set; a
+    signal that is ignored, or left to the system, is left as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    handlers: dict[int, Any] = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
+    term = signal.getsignal(signal.SIGTERM)
+    handlers[signal.SIGTERM] = _terminated if term == signal.SIG_DFL else term
+    handlers = {signum: h for signum, h in handlers.items() if callable(h)}
+    arrived: list[tuple[int, Any]] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: arrived.append((signum, frame)))
+        for signum in handlers
+    }
+
+    def release() -> None:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        while arrived:
+            signum, frame = arrived.pop(0)
+            handlers[signum](signum, frame)
+
+    try:
+        yield release
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _json(path: str) -> Any:

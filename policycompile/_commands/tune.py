@@ -207,6 +207,9 @@ def _measure(
     except KeyboardInterrupt:
         _say(f"interrupted: keeping the {len(measured)} candidate(s) measured")
         return measured, True
+    except SystemExit:  # SIGTERM while a candidate ran (docs/tune.md): it was stopped
+        _say("terminated: the candidate running was stopped, and nothing is written")
+        raise
     return measured, False
 
 

@@ -59,6 +59,18 @@ def _project(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(POLICY)
 
 
+_NOTE = (
+    "import os\nwith open({path!r}, 'a') as f:\n"
+    "    f.write(f'{what} {{os.getpid()}} {{os.environ.get(\"RANK\")}}\\n')\n"
+)
+
+
+def _noted(program: str, pids: Path) -> str:
+    """``program``, writing ``start PID RANK`` to ``pids`` first and ``done PID RANK`` last."""
+    start = _NOTE.format(path=str(pids), what="start")
+    return start + program + _NOTE.format(path=str(pids), what="done")
+
+
 def _tune(tmp_path: Path, *args: str) -> tuple[Any, dict[str, Any]]:
     done = python("-m", "policycompile", "tune", "p.yaml", "--json", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -218,6 +230,12 @@ def test_under_torchrun_rank_0_decides_and_every_rank_runs_each_candidate(
     assert (tmp_path / "tuned.yaml").exists() == (winner["kind"] != "policy")
 
 
+def _sigint_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     import os
     import signal
@@ -235,6 +253,9 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C in a terminal: a suite started in the background by a shell inherits
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=_sigint_default,
     )
     assert proc.stderr is not None
     seen = []
@@ -249,3 +270,156 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert doc["interrupted"] is True
     assert [r["candidate"] for r in doc["candidates"]] == ["policy (as it is)"]
+
+
+def test_ctrl_c_as_a_candidate_starts_stops_that_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C landing after the fork inside ``Popen``, before it returns the child: tune stops
+    as it does for Ctrl-C anywhere else, and the candidate's process does not run on."""
+    import argparse
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    from policycompile._commands import candidates
+
+    _project(tmp_path)
+    (tmp_path / "prog.py").write_text("import time\ntime.sleep(120)\n")
+    real = subprocess.Popen
+    started: list[int] = []
+
+    class PressedAsItStarts(real):  # type: ignore[misc,valid-type]
+        """The real Popen, with Ctrl-C pressed once the child exists, before it returns."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self.pid)
+            os.kill(os.getpid(), signal.SIGINT)
+            _ = [0 for _ in range(3)]  # Python's own handler raises here, between bytecodes
+
+    monkeypatch.setattr(subprocess, "Popen", PressedAsItStarts)
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(module=None, program="prog.py", program_args=[], profile=None)
+    candidate = candidates.Candidate("policy (as it is)", "policy", None)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            candidates.run_candidate(candidate, args, "p.yaml", "net.Net.forward", str(tmp_path))
+        assert started
+        with pytest.raises(ProcessLookupError):  # killed and reaped, not running on
+            os.kill(started[0], 0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_ends_tune_and_the_candidate_it_runs(tmp_path: Path) -> None:
+    """``kill -TERM`` while a candidate runs (a CI job's timeout): tune exits 143, as a
+    terminated process does, and takes the candidate's process with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ..conftest import ROOT
+
+    _project(tmp_path)
+    pids = tmp_path / "pids"
+    (tmp_path / "prog.py").write_text(_noted(PROGRAM, pids))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "policycompile", "tune", "p.yaml", "--json", "prog.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def started() -> list[str]:
+        text = pids.read_text() if pids.exists() else ""
+        return [line.split()[1] for line in text.splitlines() if line.startswith("start")]
+
+    # the observing run (in tune's own process), the baseline, then the second candidate
+    deadline = time.monotonic() + 240
+    while len(started()) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(started()) >= 3, pids.read_text() if pids.exists() else "no program run"
+    candidate = int(started()[2])
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "terminated: the candidate running was stopped, and nothing is written" in err
+    time.sleep(5)  # the candidate takes about 2 s to its end: time to write, had it run on
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.kill(candidate, 0)
+        assert f"done {candidate} " not in pids.read_text()
+    finally:
+        import contextlib
+
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(candidate, signal.SIGKILL)
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_of_the_candidate(tmp_path: Path) -> None:
+    """A candidate of a torchrun job is a torchrun job itself, whose ranks each run in a
+    session of their own: Ctrl-C to tune stops them all, not only their launcher."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ..conftest import ROOT
+
+    _project(tmp_path)
+    pids = tmp_path / "pids"
+    (tmp_path / "prog.py").write_text(_noted(DISTRIBUTED, pids))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    job = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    job += ["--master-addr", "127.0.0.1", "--master-port", "29563", "-m", "policycompile"]
+    proc = subprocess.Popen(
+        [*job, "tune", "p.yaml", "--json", "prog.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
+    )
+
+    def started() -> list[tuple[int, str]]:
+        text = pids.read_text() if pids.exists() else ""
+        return [(int(ln.split()[1]), ln.split()[2]) for ln in text.splitlines() if "start" in ln]
+
+    # the observing run (in the job's two tune processes), the baseline's two ranks, then
+    # the second candidate's two
+    deadline = time.monotonic() + 300
+    while len(started()) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runs = started()
+    try:
+        assert len(runs) >= 6, pids.read_text() if pids.exists() else "no program run"
+        tune_rank_0 = next(pid for pid, rank in runs[:2] if rank == "0")
+        os.kill(tune_rank_0, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        assert "interrupted: keeping the 1 candidate(s) measured" in err
+        time.sleep(5)  # the candidate takes about 3 s to its end: time to write, had it run on
+        for pid, _ in runs[4:6]:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+            assert f"done {pid} " not in pids.read_text()
+    finally:
+        for pid, _ in started():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()

@@ -4,13 +4,19 @@ regional layer meets a break only when it is the compile entry."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..conftest import python
+from ..conftest import ROOT, python
 
 NET = """
 import torch
@@ -231,32 +237,51 @@ def test_under_torchrun_rank_0_decides_and_every_rank_runs_each_candidate(
 
 
 def _sigint_default() -> None:
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from ..conftest import ROOT
-
-    _project(tmp_path)
+def _tune_started(
+    tmp_path: Path, *launcher: str, stdout: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """``policycompile tune p.yaml --json prog.py`` started in ``tmp_path`` as from a terminal,
+    with SIGINT at its default (a suite started in the background by a shell inherits SIGINT
+    ignored, and Python then never raises KeyboardInterrupt); ``launcher``: what runs
+    ``-m policycompile`` (this Python, unless a torchrun)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "policycompile", "tune", "p.yaml", "--json", "prog.py"],
+    command = [*(launcher or [sys.executable]), "-m", "policycompile"]
+    return subprocess.Popen(
+        [*command, "tune", "p.yaml", "--json", "prog.py"],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
-        # Ctrl-C in a terminal: a suite started in the background by a shell inherits
-        # SIGINT ignored, and Python then never raises KeyboardInterrupt
         preexec_fn=_sigint_default,
     )
+
+
+def _started(pids: Path) -> list[tuple[int, str]]:
+    """(pid, RANK) of each program run that ``pids`` notes as started (:func:`_noted`)."""
+    text = pids.read_text() if pids.exists() else ""
+    return [(int(ln.split()[1]), ln.split()[2]) for ln in text.splitlines() if "start" in ln]
+
+
+def _runs(
+    pids: Path, proc: subprocess.Popen[str], count: int, within: float
+) -> list[tuple[int, str]]:
+    """:func:`_started`, once ``count`` runs have started, tune has ended, or ``within``
+    seconds have passed."""
+    deadline = time.monotonic() + within
+    while len(_started(pids)) < count and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runs = _started(pids)
+    assert len(runs) >= count, pids.read_text() if pids.exists() else "no program run"
+    return runs
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
+    _project(tmp_path)
+    proc = _tune_started(tmp_path)
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # interrupt while the second candidate runs
@@ -278,10 +303,6 @@ def test_ctrl_c_as_a_candidate_starts_stops_that_candidate(
     """Ctrl-C landing after the fork inside ``Popen``, before it returns the child: tune stops
     as it does for Ctrl-C anywhere else, and the candidate's process does not run on."""
     import argparse
-    import contextlib
-    import os
-    import signal
-    import subprocess
 
     from policycompile._commands import candidates
 
@@ -320,49 +341,22 @@ def test_ctrl_c_as_a_candidate_starts_stops_that_candidate(
 def test_sigterm_ends_tune_and_the_candidate_it_runs(tmp_path: Path) -> None:
     """``kill -TERM`` while a candidate runs (a CI job's timeout): tune exits 143, as a
     terminated process does, and takes the candidate's process with it."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from ..conftest import ROOT
-
     _project(tmp_path)
     pids = tmp_path / "pids"
     (tmp_path / "prog.py").write_text(_noted(PROGRAM, pids))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "policycompile", "tune", "p.yaml", "--json", "prog.py"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def started() -> list[str]:
-        text = pids.read_text() if pids.exists() else ""
-        return [line.split()[1] for line in text.splitlines() if line.startswith("start")]
-
+    proc = _tune_started(tmp_path, stdout=subprocess.DEVNULL)
     # the observing run (in tune's own process), the baseline, then the second candidate
-    deadline = time.monotonic() + 240
-    while len(started()) < 3 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(started()) >= 3, pids.read_text() if pids.exists() else "no program run"
-    candidate = int(started()[2])
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "terminated: the candidate running was stopped, and nothing is written" in err
-    time.sleep(5)  # the candidate takes about 2 s to its end: time to write, had it run on
+    candidate, _ = _runs(pids, proc, 3, within=240)[2]
     try:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+        assert "terminated: the candidate running was stopped, and nothing is written" in err
+        time.sleep(5)  # the candidate takes about 2 s to its end: time to write, had it run on
         with pytest.raises(ProcessLookupError):
             os.kill(candidate, 0)
         assert f"done {candidate} " not in pids.read_text()
     finally:
-        import contextlib
-
         with contextlib.suppress(ProcessLookupError):
             os.kill(candidate, signal.SIGKILL)
 
@@ -370,43 +364,16 @@ def test_sigterm_ends_tune_and_the_candidate_it_runs(tmp_path: Path) -> None:
 def test_ctrl_c_under_torchrun_stops_every_rank_of_the_candidate(tmp_path: Path) -> None:
     """A candidate of a torchrun job is a torchrun job itself, whose ranks each run in a
     session of their own: Ctrl-C to tune stops them all, not only their launcher."""
-    import contextlib
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from ..conftest import ROOT
-
     _project(tmp_path)
     pids = tmp_path / "pids"
     (tmp_path / "prog.py").write_text(_noted(DISTRIBUTED, pids))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     job = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    job += ["--master-addr", "127.0.0.1", "--master-port", "29563", "-m", "policycompile"]
-    proc = subprocess.Popen(
-        [*job, "tune", "p.yaml", "--json", "prog.py"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_sigint_default,
-    )
-
-    def started() -> list[tuple[int, str]]:
-        text = pids.read_text() if pids.exists() else ""
-        return [(int(ln.split()[1]), ln.split()[2]) for ln in text.splitlines() if "start" in ln]
-
+    job += ["--master-addr", "127.0.0.1", "--master-port", "29563"]
+    proc = _tune_started(tmp_path, *job, stdout=subprocess.DEVNULL)
     # the observing run (in the job's two tune processes), the baseline's two ranks, then
     # the second candidate's two
-    deadline = time.monotonic() + 300
-    while len(started()) < 6 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    runs = started()
+    runs = _runs(pids, proc, 6, within=300)
     try:
-        assert len(runs) >= 6, pids.read_text() if pids.exists() else "no program run"
         tune_rank_0 = next(pid for pid, rank in runs[:2] if rank == "0")
         os.kill(tune_rank_0, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -418,7 +385,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_of_the_candidate(tmp_path: Path)
                 os.kill(pid, 0)
             assert f"done {pid} " not in pids.read_text()
     finally:
-        for pid, _ in started():
+        for pid, _ in _started(pids):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
